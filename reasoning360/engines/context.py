@@ -1,0 +1,38 @@
+"""What a stage's code is handed: its directory, its spec, its inputs, and the hooks
+(metrics, progress, preemption) the launcher provides.
+
+Engines never import the sweeper; they read only this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..tracking import Tracker
+
+
+class Preempted(Exception):
+    """Raised by an engine after it saved a checkpoint because preemption was requested."""
+
+
+@dataclass
+class PreemptFlag:
+    """Set (e.g. from a USR2 handler) to ask the running engine to checkpoint at the next
+    step boundary and raise Preempted."""
+    requested: bool = False
+
+    def request(self, *_: Any) -> None:
+        self.requested = True
+
+
+@dataclass
+class StageContext:
+    stage_dir: Path                 # everything the stage writes goes here
+    spec: dict[str, Any]            # the hashed spec (what determines the output)
+    runtime: dict[str, Any]         # not hashed: device, threads, workers, wandb, ...
+    deps: dict[str, Path]           # role -> upstream stage dir ("data", "traces", "init")
+    make_tracker: Callable[[int], Tracker]   # resume_step -> tracker (truncates past it)
+    preempt: PreemptFlag = field(default_factory=PreemptFlag)
+    show_progress: bool = True

@@ -1,0 +1,125 @@
+"""The stage graph: each point becomes data -> traces -> sft -> rl with evals after sft and rl.
+
+A stage's spec holds exactly what determines its output (upstream stage ids included), so
+its id is its content address: points that share a stage share one directory and one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .grid import Point
+from .identity import stage_id
+
+# Roles of a point's stages in the order they run. `sft_eval` is the accuracy before RL
+# (for cold start: the base model's); `rl_eval` the accuracy after RL.
+ROLES = ("data", "traces", "sft", "sft_eval", "rl", "rl_eval")
+# Spec fields that name an upstream stage, and the role the engine sees it under.
+DEP_FIELDS = {"data": "data", "traces": "traces", "init": "init", "checkpoint": "init"}
+
+
+@dataclass
+class Stage:
+    id: str
+    kind: str
+    spec: dict[str, Any]
+    runtime: dict[str, Any]
+    points: list[str] = field(default_factory=list)
+
+    @property
+    def deps(self) -> dict[str, str]:
+        """role -> upstream stage id."""
+        return deps_of(self.spec)
+
+
+def deps_of(spec: dict[str, Any]) -> dict[str, str]:
+    return {role: spec[f] for f, role in DEP_FIELDS.items() if spec.get(f)}
+
+
+@dataclass
+class PointPlan:
+    point: Point
+    stages: dict[str, str]          # role -> stage id (roles absent for baselines)
+
+    @property
+    def name(self) -> str:
+        return self.point.name
+
+
+@dataclass
+class Plan:
+    points: list[PointPlan]
+    stages: dict[str, Stage]        # unique stages, in dependency order
+
+    def by_kind(self) -> dict[str, list[Stage]]:
+        out: dict[str, list[Stage]] = {}
+        for s in self.stages.values():
+            out.setdefault(s.kind, []).append(s)
+        return out
+
+
+def plan(points: Iterable[Point], sweep_name: str = "") -> Plan:
+    plans, stages = [], {}
+
+    def add(spec: dict[str, Any], runtime: dict[str, Any], point: Point) -> str:
+        sid = stage_id(spec)
+        if sid not in stages:
+            stages[sid] = Stage(sid, spec["kind"], spec, runtime)
+        stages[sid].points.append(point.name)
+        return sid
+
+    for p in points:
+        c = p.cfg
+        rt = runtime_of(c, p, sweep_name)
+        ids: dict[str, str] = {}
+        ids["data"] = add(data_spec(c), rt, p)
+        if p.k is not None:
+            ids["traces"] = add(traces_spec(c, ids["data"], p.k), rt, p)
+            ids["sft"] = add(sft_spec(c, ids["traces"], ids["data"]), rt, p)
+        ids["sft_eval"] = add(eval_spec(c, ids["data"], ids.get("sft")), rt, p)
+        ids["rl"] = add(rl_spec(c, ids["data"], ids.get("sft")), rt, p)
+        ids["rl_eval"] = add(eval_spec(c, ids["data"], ids["rl"]), rt, p)
+        plans.append(PointPlan(p, ids))
+    return Plan(plans, stages)
+
+
+def data_spec(c: dict) -> dict:
+    d, task = c["data"], c["task"]
+    return {"kind": "data", "task": task["name"], "params": task["params"][c["scale_name"]],
+            "sizes": {s: d[f"{s}_size"] for s in ("sft", "train", "val", "test")},
+            "template": d["template"], "seed": d["seed"]}
+
+
+def traces_spec(c: dict, data_id: str, k: int) -> dict:
+    return {"kind": "traces", "task": c["task"]["name"], "data": data_id, "k": k,
+            "style": c["data"]["trace_style"], "seed": c["data"]["seed"]}
+
+
+def sft_spec(c: dict, traces_id: str, data_id: str) -> dict:
+    return {"kind": "sft", "engine": c["engine"]["name"], "task": c["task"]["name"],
+            "traces": traces_id, "data": data_id, "model": c["model"], "sft": c["sft"],
+            "seed": c["seed"]}
+
+
+def rl_spec(c: dict, data_id: str, init_id: str | None) -> dict:
+    return {"kind": "rl", "engine": c["engine"]["name"], "task": c["task"]["name"],
+            "data": data_id, "init": init_id, "model": c["model"], "rl": c["rl"],
+            "rollout_backend": c["rollout"]["backend"], "seed": c["seed"]}
+
+
+def eval_spec(c: dict, data_id: str, checkpoint_id: str | None) -> dict:
+    spec = {"kind": "eval", "engine": c["engine"]["name"], "task": c["task"]["name"],
+            "data": data_id, "checkpoint": checkpoint_id, "eval": c["eval"],
+            "rollout_backend": c["rollout"]["backend"]}
+    if checkpoint_id is None:      # the base model itself (cold start's "before RL")
+        spec["model"] = c["model"]
+        spec["seed"] = c["seed"]
+    return spec
+
+
+def runtime_of(c: dict, p: Point, sweep_name: str) -> dict:
+    """Knobs that change how a stage runs, not what it produces (not hashed)."""
+    return {"device": c["engine"].get("device", "auto"), "threads": c["engine"].get("threads", 0),
+            "rollout_workers": c["rollout"].get("workers", 0), "tracking": c["tracking"],
+            "run_name": p.name, "group": sweep_name}

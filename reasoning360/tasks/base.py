@@ -1,0 +1,60 @@
+"""The contract every task implements: problems, prompts, k-backtrack traces, a verifier.
+
+A task is a search problem from reasoning-gym plus the pieces this suite adds: a trace
+synthesiser (a search program, not a sampled model) and an exact 0 / 0.1 / 1.0 reward.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskError(ValueError):
+    """A request the task cannot satisfy (unknown task, impossible k, bad parameter)."""
+
+
+@dataclass
+class Problem:
+    question: str                 # the statement in words (prompts are built from it)
+    answer: str                   # one canonical correct answer (what a trace's <answer> holds)
+    ground_truth: dict[str, Any]  # JSON-able: everything the verifier needs
+    metadata: dict[str, Any] = field(default_factory=dict)  # difficulty, source item, ...
+
+
+class Task(ABC):
+    name: str = ""
+    backtrack_sft: bool = True     # False for RL-only tasks
+
+    @abstractmethod
+    def generate(self, size: int, seed: int, params: dict[str, Any]) -> list[Problem]:
+        """`size` problems from reasoning-gym; same (size, seed, params) -> same problems."""
+
+    @abstractmethod
+    def key(self, problem: Problem) -> str:
+        """Identity of a problem, used to keep the splits disjoint."""
+
+    @abstractmethod
+    def prompt(self, problem: Problem, template: str) -> list[dict[str, str]]:
+        """Chat messages for `template` in {compact, base, qwen-instruct, baseline}."""
+
+    @abstractmethod
+    def trace(self, problem: Problem, k: int, style: str, rng: random.Random) -> str:
+        """A completion `<think>...</think>\\n<answer>...</answer>` with exactly k distinct
+        dead ends, each ending in an explicit backtrack, then the solution.
+        Raises TaskError when the problem cannot supply k distinct dead ends."""
+
+    @abstractmethod
+    def max_backtracks(self, problem: Problem) -> int:
+        """How many distinct dead ends this problem can supply."""
+
+    @abstractmethod
+    def score(self, completion: str, ground_truth: dict[str, Any]) -> float:
+        """0.0 malformed, 0.1 well-formed but wrong, 1.0 correct. Bounded in time and size;
+        never raises on any string."""
+
+    @abstractmethod
+    def count_backtracks(self, completion: str) -> int:
+        """Backtrack steps in a completion (for traces and for model outputs alike)."""
