@@ -50,6 +50,16 @@ class Task(ABC):
     def max_backtracks(self, problem: Problem) -> int:
         """How many distinct dead ends this problem can supply."""
 
+    def max_k(self, params: dict[str, Any]) -> int:
+        """The largest k every instance at `params` can supply (checked before a sweep starts).
+        Cheap. This default takes the minimum of `max_backtracks` over a few generated problems
+        (an estimate); tasks override it with an analytic bound where they have one."""
+        problems = self.generate(16, 0, params)
+        return min((self.max_backtracks(p) for p in problems), default=0)
+
+    def validate_params(self, params: dict[str, Any]) -> None:
+        """Raise TaskError naming a generator parameter the task does not accept."""
+
     @abstractmethod
     def score(self, completion: str, ground_truth: dict[str, Any]) -> float:
         """0.0 malformed, 0.1 well-formed but wrong, 1.0 correct. Bounded in time and size;
