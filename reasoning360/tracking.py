@@ -68,8 +68,19 @@ def write_metrics_parquet(stage_dir: str | os.PathLike) -> None:
     rows = read_metrics(stage_dir)
     if not rows:
         return
-    with atomic.atomic_path(Path(stage_dir) / "metrics.parquet") as tmp:
-        pd.DataFrame(rows).to_parquet(tmp, index=False)
+    write_metrics_frame(pd.DataFrame(rows), Path(stage_dir) / "metrics.parquet")
+
+
+def write_metrics_frame(df, path: str | os.PathLike) -> None:
+    """A metrics table as parquet, laid out for fast whole-file reads: uncompressed, no
+    dictionary pages, no statistics, no pandas metadata (a stage's metrics are small and
+    analysis reads thousands of them at once; see bench/bench_analysis.py)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False)
 
 
 def _plain(v: Any) -> Any:
@@ -84,6 +95,9 @@ def _start_wandb(stage_dir: Path, cfg: dict, name: str, group: str, config: dict
     mode = cfg.get("wandb_mode", "offline")
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         mode = "offline"
+    # wandb >= 0.19 deprecates reinit=True for "finish_previous" (same meaning)
+    version = tuple(int(x) for x in wandb.__version__.split(".")[:2] if x.isdigit())
+    reinit = "finish_previous" if version >= (0, 19) else True
     return wandb.init(project=cfg.get("wandb_project", "reasoning360"), name=name, group=group,
-                      config=config, dir=str(stage_dir), mode=mode, reinit=True,
+                      config=config, dir=str(stage_dir), mode=mode, reinit=reinit,
                       id=stage_dir.name, resume="allow")

@@ -1,0 +1,256 @@
+"""A synthetic sweep directory and store, laid out exactly as the sweeper and engines write
+them (plan.json, sweep.yaml, stage dirs with spec.yaml, metrics.jsonl / metrics.parquet,
+summary.json, items.parquet, DONE / FAILED, attempts.jsonl). Used by the tests and the
+benchmark; the numbers are random but seeded, with a known best k per task.
+
+    make_sweep(root, tasks=("countdown",), ks=(0, 1, 2, 3), baselines=("cold_start",),
+               seeds=(0, 1, 2), failed={"countdown-k2-s1": "rl"}, running={...}, pending=[...])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import yaml
+
+ROLES = ("data", "traces", "sft", "sft_eval", "rl", "rl_eval")
+KIND = {"data": "data", "traces": "traces", "sft": "sft", "sft_eval": "eval", "rl": "rl", "rl_eval": "eval"}
+BEST_K = {"countdown": 1, "arc_1d": 0, "sudoku": 3, "knights_knaves": 2}
+MARKER = "This doesn't work, go back"
+
+
+def true_accuracy(task: str, k: int | None, baseline: str | None, level: int = 0) -> float:
+    """The accuracy the synthetic evals are drawn around: peaked at BEST_K[task]."""
+    if baseline:
+        base = 0.30
+    else:
+        best = BEST_K.get(task, 1)
+        base = 0.65 - 0.08 * abs(int(k) - best)
+    return float(np.clip(base - 0.06 * level, 0.02, 0.98))
+
+
+def _sid(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_sweep(root: str | Path, *, name: str = "synthetic", tasks: Iterable[str] = ("countdown",),
+               ks: Iterable[int] = (0, 1, 2, 3), baselines: Iterable[str] = ("cold_start",),
+               seeds: Iterable[int] = (0, 1, 2), axes: Mapping[str, list] | None = None,
+               sft_steps: int = 40, rl_steps: int = 30, n_items: int = 40, levels: Iterable[int] = (2, 3, 4),
+               failed: Mapping[str, str] | None = None, running: Mapping[str, str] | None = None,
+               pending: Iterable[str] = (), parquet: bool = True, items: bool = True,
+               text: bool = True, evil_text: bool = False, seed: int = 0,
+               store: str | Path | None = None) -> Path:
+    """Write a sweep `name` under root/sweeps and its stages under root/store (or `store`).
+    `failed` / `running` map a point name to the role that failed / is still running (later
+    roles are left unstarted); `pending` points have nothing run. Returns the sweep dir."""
+    root = Path(root)
+    store = Path(store) if store else root / "store"
+    sweep_dir = root / "sweeps" / name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    store.mkdir(parents=True, exist_ok=True)
+    failed, running, pending = dict(failed or {}), dict(running or {}), set(pending)
+    rng = np.random.default_rng(seed)
+    axes = dict(axes or {})
+    import itertools
+
+    axis_combos = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())] if axes else [{}]
+    points, stages = [], {}
+    written: set[str] = set()
+    levels = list(levels)
+    for task in tasks:
+        variants = [(k, None) for k in ks] + [(None, b) for b in baselines]
+        for (k, baseline), s, combo in itertools.product(variants, seeds, axis_combos):
+            variant = f"k{k}" if baseline is None else baseline
+            pname = "-".join([task, variant, f"s{s}"] + [f"{a.split('.')[-1]}={v}" for a, v in sorted(combo.items())])
+            ids = {"data": _sid("data", task, name, seed)}
+            if baseline is None:
+                ids["traces"] = _sid("traces", ids["data"], k)
+                ids["sft"] = _sid("sft", ids["traces"], s)
+            ids["sft_eval"] = _sid("eval", ids.get("sft") or ("base", ids["data"], s))
+            ids["rl"] = _sid("rl", ids["data"], ids.get("sft"), s, combo)
+            ids["rl_eval"] = _sid("eval", ids["rl"])
+            points.append({"name": pname, "task": task, "k": k, "baseline": baseline, "seed": s,
+                           "axes": combo, "stages": ids})
+            for role, sid in ids.items():
+                st = stages.setdefault(sid, {"kind": KIND[role], "deps": {}, "points": []})
+                st["points"].append(pname)
+            # what has run for this point
+            stop_role, stop_state = None, None
+            if pname in pending:
+                stop_role, stop_state = "data", "pending"
+            elif pname in failed:
+                stop_role, stop_state = failed[pname], "failed"
+            elif pname in running:
+                stop_role, stop_state = running[pname], "running"
+            reached_stop = False
+            for role in ROLES:
+                if role not in ids:
+                    continue
+                sid = ids[role]
+                if role == stop_role:
+                    reached_stop = True
+                    state = stop_state
+                elif reached_stop:
+                    state = "pending"
+                else:
+                    state = "done"
+                if sid in written:      # a shared stage (the data) is written once
+                    continue
+                written.add(sid)
+                d = store / sid
+                d.mkdir(exist_ok=True)
+                (d / "spec.yaml").write_text(yaml.safe_dump({"spec": {"kind": KIND[role], "task": task},
+                                                             "runtime": {"run_name": pname, "group": name}}))
+                if state == "pending":
+                    continue
+                _write_stage(d, role, state, task, k, baseline, s, rng, sft_steps=sft_steps,
+                             rl_steps=rl_steps, n_items=n_items, levels=levels, parquet=parquet,
+                             items=items, text=text, evil_text=evil_text)
+    plan = {"store": str(store.resolve()), "points": points, "stages": stages}
+    (sweep_dir / "plan.json").write_text(json.dumps(plan, indent=1))
+    cfg = {"sweep": {"name": name}, "seed": 0,
+           "model": {"arch": "llama", "hidden_size": 128, "num_layers": 4},
+           "engine": {"name": "local"},
+           "sft": {"lr": 1e-3, "max_steps": sft_steps, "batch_size": 64},
+           "rl": {"lr": 1e-4, "steps": rl_steps, "kl_coef": 0.0, "clip_ratio": 0.2, "rollout": {"n": 8}},
+           "eval": {"temperature": 0.0}, "tracking": {"wandb": False}}
+    for a, vals in axes.items():
+        node = cfg
+        *parents, last = a.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = vals[0]
+    (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return sweep_dir
+
+
+def _write_stage(d: Path, role: str, state: str, task: str, k: int | None, baseline: str | None,
+                 seed: int, rng: np.random.Generator, *, sft_steps: int, rl_steps: int, n_items: int,
+                 levels: list[int], parquet: bool, items: bool, text: bool, evil_text: bool) -> None:
+    t0 = time.time()
+    summary: dict[str, Any] = {}
+    if role == "sft":
+        n = sft_steps if state == "done" else max(1, sft_steps // 2)
+        step = np.arange(1, n + 1)
+        df = pd.DataFrame({"step": step, "time": t0 + step * 0.1,
+                           "loss": 2.5 * np.exp(-step / max(1, sft_steps / 4)) + 0.3 + 0.02 * rng.standard_normal(n),
+                           "lr": 1e-3 * np.minimum(1, step / max(1, n / 10)),
+                           "tokens_per_s": 5000 + 100 * rng.standard_normal(n),
+                           "grad_norm": np.abs(1 + 0.2 * rng.standard_normal(n))})
+        _write_metrics(d, df, parquet and state == "done")
+        summary = {"final_loss": float(df["loss"].iloc[-1]), "steps": int(n)}
+    elif role == "rl":
+        n = rl_steps if state == "done" else max(1, rl_steps // 2)
+        step = np.arange(1, n + 1)
+        acc_end = true_accuracy(task, k, baseline)
+        frac = step / max(1, rl_steps)
+        acc = acc_end * (0.6 + 0.4 * frac) + 0.03 * rng.standard_normal(n)
+        bt0 = float(k or 0)
+        df = pd.DataFrame({"step": step, "time": t0 + step * 0.5,
+                           "reward_mean": 0.1 + 0.9 * np.clip(acc, 0, 1),
+                           "reward_std": 0.3 + 0.02 * rng.standard_normal(n),
+                           "accuracy": np.clip(acc, 0, 1),
+                           "format_rate": np.clip(0.8 + 0.2 * frac + 0.02 * rng.standard_normal(n), 0, 1),
+                           "response_length": 80 + 20 * bt0 * (1 - 0.3 * frac) + 3 * rng.standard_normal(n),
+                           "backtracks": np.maximum(0, bt0 * (1 - 0.5 * frac) + 0.1 * rng.standard_normal(n)),
+                           "pg_loss": 0.01 * rng.standard_normal(n), "clip_frac": np.abs(0.05 * rng.standard_normal(n)),
+                           "kl": np.abs(0.001 * step), "entropy": 1.5 - 0.5 * frac,
+                           "lr": np.full(n, 1e-4), "rollout_s": 1 + 0.1 * rng.random(n),
+                           "train_s": 0.5 + 0.1 * rng.random(n), "tokens_per_s": 3000 + 50 * rng.standard_normal(n)})
+        val_every = max(1, rl_steps // 5)
+        df["val_accuracy"] = np.where(step % val_every == 0, np.clip(acc, 0, 1), np.nan)
+        _write_metrics(d, df, parquet and state == "done")
+        summary = {"final_reward": float(df["reward_mean"].iloc[-1]), "steps": int(n)}
+    elif role in ("sft_eval", "rl_eval") and state == "done":
+        after_rl = role == "rl_eval"
+        lv = np.array([levels[i % len(levels)] for i in range(n_items)]) if levels else np.zeros(n_items, int)
+        lvl_idx = np.array([levels.index(x) for x in lv]) if levels else np.zeros(n_items, int)
+        p = np.array([true_accuracy(task, k, baseline, int(li)) for li in lvl_idx])
+        if not after_rl:
+            p = p * 0.6
+        correct = rng.random(n_items) < p
+        fmt = correct | (rng.random(n_items) < 0.8)
+        bt = rng.poisson(max(0.0, (k or 0) * (0.6 if after_rl else 1.0)), n_items)
+        tokens = 60 + 25 * bt + rng.integers(0, 20, n_items)
+        df = pd.DataFrame({"index": np.arange(n_items), "score": np.where(correct, 1.0, np.where(fmt, 0.1, 0.0)),
+                           "correct": correct, "format_ok": fmt, "response_tokens": tokens,
+                           "backtracks": bt})
+        if levels:
+            df["difficulty"] = [json.dumps({"n_people": int(x)}) for x in lv]
+        if text:
+            df.insert(1, "question", [f"Q{i}: reach 24 with [3, 8, {i % 10}]" for i in range(n_items)])
+            df.insert(2, "prompt", [f"<|user|>Q{i}" for i in range(n_items)])
+            df.insert(3, "response", [_response(int(b), bool(c), int(i), evil_text) for i, (b, c) in
+                                      enumerate(zip(bt, correct))])
+        if items:
+            df.to_parquet(d / "items.parquet", index=False)
+        summary = {"accuracy": float(correct.mean()), "format_rate": float(fmt.mean()),
+                   "mean_response_tokens": float(tokens.mean()), "mean_backtracks": float(bt.mean()),
+                   "n": int(n_items)}
+    if state in ("done", "failed"):
+        with open(d / "attempts.jsonl", "a") as fh:
+            fh.write(json.dumps({"start": t0, "seconds": 1.0, "status": state, "job": None,
+                                 "host": "synthetic"}) + "\n")
+    if state == "failed":
+        (d / "FAILED").write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                                  "RuntimeError: synthetic failure (out of memory)\n")
+    elif state == "done":
+        summary["wall_s"] = 1.0
+        (d / "summary.json").write_text(json.dumps(summary))
+        (d / "DONE").write_text(f"{t0}\n")
+
+
+def _response(bt: int, correct: bool, i: int, evil: bool) -> str:
+    lines = ["<think>"]
+    for j in range(bt):
+        lines.append(f"3+8={11 + j}, {11 + j}!=24")
+        lines.append(f"{MARKER} to Node #0,{j}.")
+    lines.append("3*8=24, 24==24" if correct else "3*8=25?")
+    lines.append("</think>")
+    body = "\n".join(lines) + f"\n<answer>{'3*8' if correct else '3+8'}</answer>"
+    if evil and i % 3 == 0:
+        body += "\n<script>alert('x')</script><img src=x onerror=alert(1)> & </pre>"
+    return body
+
+
+def _write_metrics(d: Path, df: pd.DataFrame, parquet: bool) -> None:
+    with open(d / "metrics.jsonl", "w") as fh:
+        for row in df.to_dict("records"):
+            fh.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                 for k, v in row.items()}, default=_plain) + "\n")
+    if parquet:          # exactly as a finished stage's Tracker writes it
+        from reasoning360.tracking import write_metrics_frame
+
+        write_metrics_frame(df, d / "metrics.parquet")
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(type(v))
+
+
+def make_bench_store(root: str | Path, *, runs: int = 1000, steps: int = 1000, seed: int = 0) -> Path:
+    """A sweep of runs/2 points, each with an SFT and an RL stage of `steps` logged steps
+    (`runs` training runs in all: a run is one stage, as in wandb), evals with items."""
+    root = Path(root)
+    n_points = max(1, runs // 2)
+    tasks = ["countdown", "arc_1d", "sudoku", "knights_knaves"]
+    ks = [0, 1, 2, 3, 5]
+    per = n_points // (len(tasks) * len(ks))
+    extra = n_points - per * len(tasks) * len(ks)
+    seeds = list(range(per + (1 if extra else 0)))
+    sweep = make_sweep(root, name="bench", tasks=tasks, ks=ks, baselines=(), seeds=seeds,
+                       sft_steps=steps, rl_steps=steps, n_items=64, text=False, seed=seed)
+    plan = json.loads((sweep / "plan.json").read_text())
+    plan["points"] = plan["points"][:n_points]
+    (sweep / "plan.json").write_text(json.dumps(plan))
+    return sweep
