@@ -3,5 +3,5 @@
 # The Slurm tests start a local cluster themselves (root on Debian) and skip elsewhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh test
+bash scripts/install.sh test,verl
 python -m pytest -ra "$@"

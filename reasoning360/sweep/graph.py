@@ -99,19 +99,27 @@ def traces_spec(c: dict, data_id: str, k: int) -> dict:
 def sft_spec(c: dict, traces_id: str, data_id: str) -> dict:
     return {"kind": "sft", "engine": c["engine"]["name"], "task": c["task"]["name"],
             "traces": traces_id, "data": data_id, "model": c["model"], "sft": c["sft"],
-            "seed": c["seed"]}
+            "seed": c["seed"], **_engine_overrides(c, "sft_overrides")}
+
+
+def _engine_overrides(c: dict, key: str) -> dict:
+    """Pass-through engine keys (e.g. engine.verl.overrides) change the output, so they are
+    hashed; present only when set, so every other stage keeps its id."""
+    value = (c["engine"].get("verl") or {}).get(key)
+    return {"engine_verl": {key: list(value)}} if value else {}
 
 
 def rl_spec(c: dict, data_id: str, init_id: str | None) -> dict:
     return {"kind": "rl", "engine": c["engine"]["name"], "task": c["task"]["name"],
             "data": data_id, "init": init_id, "model": c["model"], "rl": c["rl"],
-            "rollout_backend": c["rollout"]["backend"], "seed": c["seed"]}
+            "rollout_backend": c["rollout"]["backend"], "seed": c["seed"],
+            **_engine_overrides(c, "overrides")}
 
 
 def eval_spec(c: dict, data_id: str, checkpoint_id: str | None) -> dict:
     spec = {"kind": "eval", "engine": c["engine"]["name"], "task": c["task"]["name"],
             "data": data_id, "checkpoint": checkpoint_id, "eval": c["eval"],
-            "rollout_backend": c["rollout"]["backend"]}
+            "rollout_backend": c["rollout"]["backend"], **_engine_overrides(c, "overrides")}
     if checkpoint_id is None:      # the base model itself (cold start's "before RL")
         spec["model"] = c["model"]
         spec["seed"] = c["seed"]
@@ -122,4 +130,5 @@ def runtime_of(c: dict, p: Point, sweep_name: str) -> dict:
     """Knobs that change how a stage runs, not what it produces (not hashed)."""
     return {"device": c["engine"].get("device", "auto"), "threads": c["engine"].get("threads", 0),
             "rollout_workers": c["rollout"].get("workers", 0), "tracking": c["tracking"],
+            "engine": c["engine"],
             "run_name": p.name, "group": sweep_name}

@@ -1,0 +1,516 @@
+"""Our config -> verl's: the Hydra overrides for verl's SFT trainer and main_ppo (GRPO, eval).
+
+The translation is a table (`TABLE`), not code scattered over the engine: each row names one of
+our keys, the verl key it sets, the trainers and strategies it applies to, and how the value is
+computed. `docs/verl_mapping.md` shows the same table, and the tests check it both ways: every
+key of our rl/sft/model/eval config maps to a verl key or is listed in `LOCAL_ONLY`, and every
+verl key here exists in verl's composed config with a value of the type verl expects.
+
+Nothing here imports verl: the sweeper plans and dry-runs verl stages on a machine without it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+REWARD_FILE = Path(__file__).resolve().parent / "reward.py"
+REWARD_FN = "compute_score"
+PROJECT = "reasoning360"
+
+# Directory layout of a verl stage (all inside the stage directory).
+CKPT_DIR = "checkpoints"        # verl's trainer.default_local_dir: global_step_N/ + latest_checkpointed_iteration.txt
+ROLLOUT_DIR = "rollouts"        # RL: verl's trainer.rollout_data_dir (<step>.jsonl), read by the metrics bridge
+GEN_DIR = "generations"         # eval: verl's trainer.validation_data_dir (<step>.jsonl)
+LOG_DIR = "verl_logs"           # verl's file logger (one jsonl per attempt) and stdout/stderr
+SFT_FILE = "sft_messages.parquet"   # SFT: our traces as verl multi-turn `messages`
+CMD_FILE = "verl_cmd.sh"
+
+TRAINERS = ("sft", "rl", "eval")
+STRATEGIES = ("fsdp", "megatron")
+
+# engine.verl defaults (configs/engine/verl_fsdp.yaml holds the same; used when a spec or
+# runtime carries no engine block, e.g. a stage recorded before the block existed).
+VERL_DEFAULTS: dict[str, Any] = {
+    "strategy": "fsdp", "nnodes": 1, "n_gpus_per_node": 4, "rollout_name": "vllm", "rollout_tp": 1,
+    "gpu_memory_utilization": 0.6, "tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1,
+    "use_dynamic_bsz": True, "max_token_len_per_gpu": 16384, "micro_batch_size_per_gpu": 4,
+    "log_prob_micro_batch_size_per_gpu": 16, "max_ckpt_to_keep": 2, "test_freq": -1,
+    "keep_rollout_dumps": False, "dataloader_workers": 8, "sft_port": 29500, "python": "python",
+    "overrides": [], "sft_overrides": [],
+}
+
+SKIP = object()     # a row whose value is SKIP emits nothing
+
+
+class MappingError(ValueError):
+    """A value that verl cannot take (named by our key)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    ours: str                               # our dotted key, or "engine.verl.X", or "(stage)" / "(fixed)"
+    verl: str                               # verl's dotted key (a "+" prefix adds a key to a free-form dict)
+    trainers: tuple[str, ...]               # sft | rl | eval
+    fn: Callable[["Src"], Any] | None = None    # value; default: our value at `ours`
+    strategies: tuple[str, ...] = STRATEGIES
+    note: str = ""
+
+    def applies(self, trainer: str, strategy: str) -> bool:
+        return trainer in self.trainers and strategy in self.strategies
+
+
+class Src:
+    """What a row reads: our config sections, engine.verl, the stage's paths and topology."""
+
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+
+    def get(self, dotted: str, default: Any = SKIP) -> Any:
+        """Our value at `dotted`; `default` when a part is missing or the value is null."""
+        node: Any = self.cfg
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or node.get(part) is None:
+                return default
+            node = node[part]
+        return node
+
+    def __getitem__(self, dotted: str) -> Any:
+        v = self.get(dotted)
+        if v is SKIP:
+            raise MappingError(f"{dotted}: missing (needed by the verl engine)")
+        return v
+
+
+def _ours(key: str) -> Callable[[Src], Any]:
+    return lambda s: s.get(key)
+
+
+def _prompt_len(new_tokens_key: str) -> Callable[[Src], Any]:
+    def fn(s: Src) -> int:
+        total, new = int(s["model.max_seq_len"]), int(s[new_tokens_key])
+        if total - new < 64:
+            raise MappingError(f"model.max_seq_len={total} leaves {total - new} prompt tokens after "
+                               f"{new_tokens_key}={new}; verl needs data.max_prompt_length >= 64")
+        return total - new
+    return fn
+
+
+def _kl_on(s: Src) -> bool:
+    return float(s.get("rl.kl_coef", 0.0) or 0.0) > 0
+
+
+def _rollout_name(s: Src) -> str:
+    backend = s.get("rollout.backend", "builtin")
+    if backend in ("builtin", None, SKIP):
+        return s["engine.verl.rollout_name"]       # verl has no built-in sampler: its default server
+    return backend
+
+
+def _val_freq(s: Src) -> int:
+    every = int(s.get("rl.val_every", 0) or 0)
+    return every if every > 0 else int(s["engine.verl.test_freq"])
+
+
+def _eval_temperature(s: Src) -> float:
+    return float(s.get("eval.temperature", 0.0) or 0.0)
+
+
+def _epochs(steps_key: str, batch_key: str) -> Callable[[Src], int]:
+    """verl stops at total_epochs even before total_training_steps: give it enough epochs."""
+    def fn(s: Src) -> int:
+        steps, rows = int(s[steps_key]), s.get("stage.rows", None)
+        batch = int(s[batch_key])
+        if not rows or rows < batch:
+            return max(steps, 1)
+        return max(1, math.ceil(steps / (rows // batch)))
+    return fn
+
+
+def _sched(s: Src) -> str:
+    sched = s.get("sft.schedule", "cosine")
+    if sched not in ("cosine", "constant", "linear") and s["engine.verl.strategy"] == "fsdp":
+        raise MappingError(f"sft.schedule={sched!r}: verl's FSDP optimizer knows cosine | constant")
+    return sched
+
+
+def _split_file(s: Src) -> str:
+    return str(Path(s["stage.data"]) / f"{s.get('eval.split', 'test')}.parquet")
+
+
+SAVE_CONTENTS = ["model", "optimizer", "extra", "hf_model"]   # hf_model: the stage's model/ for the next stage
+
+ALL = ("sft", "rl", "eval")
+RL = ("rl",)
+PPO = ("rl", "eval")
+SFT = ("sft",)
+
+TABLE: tuple[Row, ...] = (
+    # ---------------------------------------------------------------- our keys: SFT
+    Row("sft.lr", "optim.lr", SFT),
+    Row("sft.batch_size", "data.train_batch_size", SFT, note="sequences per optimiser step, all GPUs"),
+    Row("sft.max_steps", "trainer.total_training_steps", SFT),
+    Row("sft.warmup_ratio", "optim.lr_warmup_steps_ratio", SFT),
+    Row("sft.schedule", "optim.lr_scheduler_type", SFT, _sched, ("fsdp",)),
+    Row("sft.schedule", "optim.lr_decay_style", SFT, _sched, ("megatron",)),
+    Row("sft.warmup_steps", "optim.lr_warmup_steps", SFT, note="only when set (else warmup_ratio)"),
+    Row("sft.weight_decay", "optim.weight_decay", SFT),
+    Row("sft.betas", "optim.betas", SFT, lambda s: [float(b) for b in s.get("sft.betas", [0.9, 0.95])],
+        note="AdamW betas; (0.9, 0.95) when unset, the local engine's default (verl's is (0.9, 0.999))"),
+    Row("sft.grad_clip", "optim.clip_grad", SFT),
+    Row("sft.save_every", "trainer.save_freq", SFT),
+    Row("sft.max_len", "data.max_length", SFT,
+        note="longer examples are dropped (counted) before verl sees them, as in the local engine"),
+    Row("sft.keep_checkpoints", "trainer.max_ckpt_to_keep", SFT,
+        lambda s: s.get("sft.keep_checkpoints", s["engine.verl.max_ckpt_to_keep"])),
+    Row("model.path", "model.path", SFT, lambda s: s["stage.init_model"]),
+    Row("seed", "trainer.seed", SFT),
+    # ---------------------------------------------------------------- our keys: GRPO
+    Row("rl.algorithm", "algorithm.adv_estimator", RL),
+    Row("rl.lr", "actor_rollout_ref.actor.optim.lr", RL),
+    Row("rl.steps", "trainer.total_training_steps", RL),
+    Row("rl.batch_size", "data.train_batch_size", RL, note="prompts per step"),
+    Row("rl.mini_batch_size", "actor_rollout_ref.actor.ppo_mini_batch_size", RL, note="prompts per optimiser step"),
+    Row("rl.ppo_epochs", "actor_rollout_ref.actor.ppo_epochs", RL),
+    Row("rl.clip_ratio", "actor_rollout_ref.actor.clip_ratio", RL),
+    Row("rl.clip_ratio_low", "actor_rollout_ref.actor.clip_ratio_low", RL,
+        lambda s: s.get("rl.clip_ratio_low", s["rl.clip_ratio"]),
+        note="defaults to rl.clip_ratio (verl's own default, 0.2, would win over clip_ratio)"),
+    Row("rl.clip_ratio_high", "actor_rollout_ref.actor.clip_ratio_high", RL,
+        lambda s: s.get("rl.clip_ratio_high", s["rl.clip_ratio"]), note="defaults to rl.clip_ratio"),
+    Row("rl.clip_ratio_c", "actor_rollout_ref.actor.clip_ratio_c", RL, note="dual clip; only when set"),
+    Row("rl.kl_coef", "actor_rollout_ref.actor.kl_loss_coef", RL),
+    Row("rl.kl_coef", "actor_rollout_ref.actor.use_kl_loss", RL, _kl_on,
+        note="KL loss (and the reference model) only when kl_coef > 0"),
+    Row("rl.kl_type", "actor_rollout_ref.actor.kl_loss_type", RL),
+    Row("rl.entropy_coef", "actor_rollout_ref.actor.entropy_coeff", RL),
+    Row("rl.loss_agg_mode", "actor_rollout_ref.actor.loss_agg_mode", RL),
+    Row("rl.norm_adv_by_std", "algorithm.norm_adv_by_std_in_grpo", RL),
+    Row("rl.grad_clip", "actor_rollout_ref.actor.optim.clip_grad", RL),
+    Row("rl.warmup_steps", "actor_rollout_ref.actor.optim.lr_warmup_steps", RL),
+    Row("rl.weight_decay", "actor_rollout_ref.actor.optim.weight_decay", RL,
+        lambda s: float(s.get("rl.weight_decay", 0.0)),
+        note="0.0 when unset: the local engine's default (verl's own is 0.01)"),
+    Row("rl.betas", "actor_rollout_ref.actor.optim.betas", RL,
+        lambda s: [float(b) for b in s.get("rl.betas", [0.9, 0.999])]),
+    Row("rl.save_every", "trainer.save_freq", RL),
+    Row("rl.keep_checkpoints", "trainer.max_actor_ckpt_to_keep", RL,
+        lambda s: s.get("rl.keep_checkpoints", s["engine.verl.max_ckpt_to_keep"])),
+    Row("rl.val_every", "trainer.test_freq", RL, _val_freq, note="else engine.verl.test_freq"),
+    Row("rl.val_every", "trainer.val_before_train", RL, lambda s: _val_freq(s) > 0,
+        note="greedy val accuracy at step 0 too, as the local engine"),
+    Row("rl.val_size", "data.val_max_samples", RL,
+        lambda s: int(s.get("rl.val_size", 0) or 0) or -1),
+    Row("rl.rollout.n", "actor_rollout_ref.rollout.n", RL),
+    Row("rl.rollout.temperature", "actor_rollout_ref.rollout.temperature", RL),
+    Row("rl.rollout.top_p", "actor_rollout_ref.rollout.top_p", RL),
+    Row("rl.rollout.max_new_tokens", "data.max_response_length", RL),
+    Row("model.max_seq_len", "data.max_prompt_length", RL, _prompt_len("rl.rollout.max_new_tokens"),
+        note="prompt budget = model.max_seq_len - rl.rollout.max_new_tokens"),
+    Row("model.path", "actor_rollout_ref.model.path", PPO, lambda s: s["stage.init_model"],
+        note="the upstream stage's model/ (SFT or RL), else model.path"),
+    Row("model.dtype", "actor_rollout_ref.rollout.dtype", PPO,
+        note="rollout precision; training uses verl's mixed precision (fp32 master weights)"),
+    Row("seed", "data.seed", RL),
+    Row("seed", "actor_rollout_ref.rollout.seed", PPO),
+    Row("seed", "actor_rollout_ref.actor.data_loader_seed", RL),
+    Row("rollout.backend", "actor_rollout_ref.rollout.name", PPO, _rollout_name,
+        note="builtin -> engine.verl.rollout_name (vllm): verl samples only through a server"),
+    # ---------------------------------------------------------------- our keys: eval
+    Row("eval.split", "data.val_files", ("eval",), _split_file),
+    Row("eval.temperature", "actor_rollout_ref.rollout.val_kwargs.temperature", ("eval",), _eval_temperature),
+    Row("eval.temperature", "actor_rollout_ref.rollout.val_kwargs.do_sample", ("eval",),
+        lambda s: _eval_temperature(s) > 0, note="greedy when 0"),
+    Row("eval.top_p", "actor_rollout_ref.rollout.val_kwargs.top_p", ("eval",),
+        lambda s: float(s.get("eval.top_p", 1.0))),
+    Row("eval.max_new_tokens", "data.max_response_length", ("eval",)),
+    Row("eval.batch_size", "data.val_batch_size", ("eval",)),
+    Row("model.max_seq_len", "data.max_prompt_length", ("eval",), _prompt_len("eval.max_new_tokens")),
+    # ---------------------------------------------------------------- engine.verl.*: resources
+    Row("engine.verl.nnodes", "trainer.nnodes", ALL, lambda s: s["topo.nnodes"],
+        note="the allocation's node count at run time"),
+    Row("engine.verl.n_gpus_per_node", "trainer.n_gpus_per_node", ALL, lambda s: s["topo.gpus"],
+        note="the allocation's GPUs per node at run time"),
+    Row("engine.verl.rollout_tp", "actor_rollout_ref.rollout.tensor_model_parallel_size", PPO),
+    Row("engine.verl.gpu_memory_utilization", "actor_rollout_ref.rollout.gpu_memory_utilization", PPO),
+    Row("engine.verl.tensor_model_parallel_size", "actor_rollout_ref.actor.megatron.tensor_model_parallel_size",
+        PPO, strategies=("megatron",)),
+    Row("engine.verl.pipeline_model_parallel_size",
+        "actor_rollout_ref.actor.megatron.pipeline_model_parallel_size", PPO, strategies=("megatron",)),
+    Row("engine.verl.tensor_model_parallel_size", "engine.tensor_model_parallel_size", SFT,
+        strategies=("megatron",)),
+    Row("engine.verl.pipeline_model_parallel_size", "engine.pipeline_model_parallel_size", SFT,
+        strategies=("megatron",)),
+    Row("engine.verl.use_dynamic_bsz", "actor_rollout_ref.actor.use_dynamic_bsz", PPO),
+    Row("engine.verl.use_dynamic_bsz", "data.use_dynamic_bsz", SFT),
+    Row("engine.verl.max_token_len_per_gpu", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu", PPO),
+    Row("engine.verl.max_token_len_per_gpu", "data.max_token_len_per_gpu", SFT,
+        lambda s: max(int(s["engine.verl.max_token_len_per_gpu"]), int(s["sft.max_len"]))),
+    Row("engine.verl.micro_batch_size_per_gpu", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", PPO),
+    Row("engine.verl.micro_batch_size_per_gpu", "data.micro_batch_size_per_gpu", SFT),
+    Row("engine.verl.log_prob_micro_batch_size_per_gpu",
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", PPO),
+    Row("engine.verl.log_prob_micro_batch_size_per_gpu",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu", RL),
+    Row("engine.verl.dataloader_workers", "data.dataloader_num_workers", PPO),
+    Row("engine.verl.dataloader_workers", "data.num_workers", SFT),
+    # ---------------------------------------------------------------- the stage: paths, logging, resume
+    Row("(stage)", "data.train_files", SFT, lambda s: s["stage.sft_file"]),
+    Row("(stage)", "data.val_files", SFT, lambda s: None),
+    Row("(stage)", "data.messages_key", SFT, lambda s: "messages"),
+    Row("(stage)", "data.truncation", SFT, lambda s: "right",
+        note="a safety net only: too-long examples were dropped already"),
+    Row("(stage)", "data.train_files", RL, lambda s: str(Path(s["stage.data"]) / "train.parquet")),
+    Row("(stage)", "data.val_files", RL, lambda s: str(Path(s["stage.data"]) / "val.parquet")),
+    Row("(stage)", "data.train_files", ("eval",), _split_file, note="unused by a val-only run, but loaded"),
+    Row("(stage)", "data.filter_overlong_prompts", PPO, lambda s: True),
+    Row("(stage)", "data.shuffle", RL, lambda s: True),
+    Row("(stage)", "trainer.default_local_dir", ALL, lambda s: str(Path(s["stage.dir"]) / CKPT_DIR),
+        note="checkpoints live in the stage directory"),
+    Row("(stage)", "trainer.resume_mode", ALL, lambda s: "disable" if s["stage.kind"] == "eval" else "auto",
+        note="a requeued job resumes from the newest checkpoint"),
+    Row("(stage)", "trainer.total_epochs", SFT, _epochs("sft.max_steps", "sft.batch_size")),
+    Row("(stage)", "trainer.total_epochs", RL, _epochs("rl.steps", "rl.batch_size")),
+    Row("(stage)", "trainer.test_freq", SFT, lambda s: -1),
+    Row("(stage)", "trainer.logger", ALL, lambda s: ["console", "file"],
+        note="verl's file logger feeds the stage's metrics.jsonl (metrics bridge)"),
+    Row("(stage)", "trainer.project_name", ALL, lambda s: PROJECT),
+    Row("(stage)", "trainer.experiment_name", ALL, lambda s: s["stage.name"]),
+    Row("(stage)", "trainer.device", ALL, lambda s: "cuda"),
+    Row("(stage)", "checkpoint.save_contents", SFT, lambda s: list(SAVE_CONTENTS)),
+    Row("(stage)", "actor_rollout_ref.actor.checkpoint.save_contents", RL, lambda s: list(SAVE_CONTENTS)),
+    Row("(stage)", "trainer.rollout_data_dir", RL, lambda s: str(Path(s["stage.dir"]) / ROLLOUT_DIR),
+        note="per-step rollouts: reward_std, accuracy, format_rate, backtracks for metrics.jsonl"),
+    Row("(stage)", "trainer.validation_data_dir", ("eval",), lambda s: str(Path(s["stage.dir"]) / GEN_DIR)),
+    Row("(stage)", "trainer.val_before_train", ("eval",), lambda s: True),
+    Row("(stage)", "trainer.val_only", ("eval",), lambda s: True),
+    Row("(stage)", "algorithm.adv_estimator", ("eval",), lambda s: "grpo", note="no critic for a val-only run"),
+    Row("(stage)", "algorithm.use_kl_in_reward", PPO, lambda s: False),
+    Row("(stage)", "actor_rollout_ref.rollout.val_kwargs.n", ("eval",), lambda s: 1),
+    Row("(stage)", "data.train_batch_size", ("eval",), lambda s: int(s["topo.nnodes"]) * int(s["topo.gpus"]),
+        note="a val-only run never trains; the smallest batch verl accepts"),
+    Row("(stage)", "actor_rollout_ref.actor.ppo_mini_batch_size", ("eval",),
+        lambda s: int(s["topo.nnodes"]) * int(s["topo.gpus"])),
+    Row("(stage)", "reward.custom_reward_function.path", PPO, lambda s: str(REWARD_FILE),
+        note="reasoning360.tasks.score, the local engine's verifiers"),
+    Row("(stage)", "reward.custom_reward_function.name", PPO, lambda s: REWARD_FN),
+    Row("(stage)", "reward.reward_manager.name", PPO, lambda s: "naive"),
+    Row("(stage)", "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH", PPO,
+        lambda s: s["stage.log_file"], note="the TaskRunner actor writes metrics here"),
+    Row("(stage)", "+ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH", PPO,
+        lambda s: s["stage.pythonpath"], note="Ray workers import reasoning360 (the reward function)"),
+)
+
+# Group overrides (Hydra defaults-list choices) per strategy.
+GROUPS: dict[tuple[str, str], list[str]] = {
+    ("sft", "fsdp"): [], ("sft", "megatron"): ["engine=megatron", "optim=megatron"],
+    ("rl", "fsdp"): [], ("rl", "megatron"): ["model_engine=megatron"],
+    ("eval", "fsdp"): [], ("eval", "megatron"): ["model_engine=megatron"],
+}
+
+# Keys of our config with no verl counterpart, and why.
+LOCAL_ONLY: dict[str, str] = {
+    "model.arch": "the local engine builds this architecture from scratch; verl loads model.path",
+    "model.hidden_size": "from-scratch architecture (local engine)",
+    "model.num_layers": "from-scratch architecture (local engine)",
+    "model.num_heads": "from-scratch architecture (local engine)",
+    "model.intermediate_size": "from-scratch architecture (local engine)",
+    "model.tokenizer": "verl always uses the checkpoint's own tokenizer (= tokenizer: path)",
+    "rollout.workers": "Ray rollout actors of the local engine; verl sizes its vLLM servers itself",
+    "rl.micro_batch_size": "prompts per forward pass (local); verl: engine.verl.micro_batch_size_per_gpu",
+    "sft.micro_batch_size": "examples per forward pass (local); verl: engine.verl.micro_batch_size_per_gpu",
+    "sft.log_every": "verl logs every step",
+    "rl.recompute_old_logprobs": "verl always recomputes old log-probs with the actor (= true)",
+}
+
+# Where our config's engine-relevant sections live (the data stage is engine-independent).
+SECTIONS = ("model", "sft", "rl", "eval", "seed", "rollout")
+
+
+# ---------------------------------------------------------------------------- engine config
+
+def engine_settings(spec: dict[str, Any], runtime: dict[str, Any] | None) -> dict[str, Any]:
+    """engine.verl for this stage: defaults < configs/engine/<name>.yaml < runtime['engine']['verl']
+    < spec['engine_verl'] (hashed overrides recorded by the planner, if any)."""
+    name = spec.get("engine", "verl_fsdp")
+    out = dict(VERL_DEFAULTS)
+    path = CONFIGS / "engine" / f"{name}.yaml"
+    if path.exists():
+        out.update((yaml.safe_load(path.read_text()) or {}).get("verl") or {})
+    rt = (runtime or {}).get("engine") or {}
+    out.update(rt.get("verl") or {})
+    out.update(spec.get("engine_verl") or {})
+    if os.environ.get("R360_VERL_PYTHON"):      # a site's verl interpreter (e.g. via cluster.env)
+        out["python"] = os.environ["R360_VERL_PYTHON"]
+    if name == "verl_megatron":
+        out["strategy"] = "megatron"
+    elif name == "verl_fsdp":
+        out["strategy"] = "fsdp"
+    if out["strategy"] not in STRATEGIES:
+        raise MappingError(f"engine.verl.strategy: {out['strategy']!r} (known: {', '.join(STRATEGIES)})")
+    for key in ("overrides", "sft_overrides"):
+        if not isinstance(out.get(key) or [], list):
+            raise MappingError(f"engine.verl.{key}: expected a list of 'key=value' strings, got {out[key]!r}")
+    return out
+
+
+def trainer_of(kind: str) -> str:
+    return {"sft": "sft", "rl": "rl", "eval": "eval"}[kind]
+
+
+# ---------------------------------------------------------------------------- building
+
+def build(src_cfg: dict[str, Any], trainer: str, strategy: str) -> dict[str, Any]:
+    """verl key -> python value for one trainer, from the table (later rows win on a key)."""
+    src = Src(src_cfg)
+    out: dict[str, Any] = {}
+    for row in TABLE:
+        if not row.applies(trainer, strategy):
+            continue
+        value = (row.fn or _ours(row.ours))(src)
+        if value is SKIP:
+            continue
+        out[row.verl] = value
+    return out
+
+
+_SAFE = re.compile(r"^[A-Za-z0-9_./:@-]+$")
+_NUMBERISH = re.compile(r"^[+-]?(\d|\.\d|inf|nan)", re.I)
+
+
+def hydra_value(v: Any) -> str:
+    """A python value as Hydra's override grammar reads it back (same value, same type)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            raise MappingError(f"not a finite number: {v}")
+        r = repr(v)
+        return r if ("." in r or "e" in r) else r + ".0"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(hydra_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(x)}" for k, x in v.items()) + "}"
+    s = str(v)
+    if _SAFE.match(s) and not _NUMBERISH.match(s) and s.lower() not in ("true", "false", "null", "none"):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def to_overrides(values: dict[str, Any], groups: list[str], extra: list[str]) -> list[str]:
+    """Hydra command-line overrides: group choices, then our keys, then the user's passthrough
+    (engine.verl.overrides: last, so they win)."""
+    return list(groups) + [f"{k}={hydra_value(v)}" for k, v in values.items()] + [str(x) for x in extra]
+
+
+def source_config(spec: dict[str, Any], runtime: dict[str, Any] | None, *, stage_dir: Path,
+                  deps: dict[str, Path], nnodes: int, gpus_per_node: int,
+                  rows: int | None = None, model_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a row may read, for one stage."""
+    kind = spec["kind"]
+    vcfg = engine_settings(spec, runtime)
+    model = dict(model_cfg or spec.get("model") or {})
+    init = deps.get("init")
+    if init is not None:
+        init_model = str(Path(init) / "model")
+    elif model.get("path"):
+        init_model = str(Path(model["path"]).expanduser())
+    else:
+        raise MappingError("model.path: the verl engine loads a local HF checkpoint; set model.path "
+                           "(scale=paper model.path=/path/to/Qwen2.5-3B-Instruct)")
+    if model.get("tokenizer") not in (None, "path") and init is None:
+        raise MappingError(f"model.tokenizer={model.get('tokenizer')!r}: verl uses the checkpoint's "
+                           "own tokenizer; use a model config with tokenizer: path")
+    stage_dir = Path(stage_dir)
+    cfg = {
+        "model": model, "seed": spec.get("seed", 0),
+        "sft": spec.get("sft") or {}, "rl": spec.get("rl") or {}, "eval": spec.get("eval") or {},
+        "rollout": {"backend": spec.get("rollout_backend", "builtin")},
+        "engine": {"verl": vcfg},
+        "topo": {"nnodes": int(nnodes), "gpus": int(gpus_per_node)},
+        "stage": {
+            "kind": kind, "dir": str(stage_dir), "name": _stage_name(spec, runtime, stage_dir),
+            "data": str(deps["data"]) if deps.get("data") else None,
+            "init_model": init_model, "rows": rows,
+            "sft_file": str(stage_dir / SFT_FILE),
+            "log_file": str(stage_dir / LOG_DIR / "metrics.jsonl"),
+            "pythonpath": str(Path(__file__).resolve().parents[3]),
+        },
+    }
+    return cfg
+
+
+def _stage_name(spec: dict, runtime: dict | None, stage_dir: Path) -> str:
+    return stage_dir.name          # the stage id: unique, and names the kind and task
+
+
+def stage_overrides(spec: dict[str, Any], runtime: dict[str, Any] | None, *, stage_dir: Path,
+                    deps: dict[str, Path], nnodes: int, gpus_per_node: int, rows: int | None = None,
+                    model_cfg: dict[str, Any] | None = None, log_file: str | None = None
+                    ) -> tuple[list[str], dict[str, Any]]:
+    """(Hydra overrides, verl key -> value) for one sft / rl / eval stage."""
+    trainer = trainer_of(spec["kind"])
+    vcfg = engine_settings(spec, runtime)
+    src = source_config(spec, runtime, stage_dir=stage_dir, deps=deps, nnodes=nnodes,
+                        gpus_per_node=gpus_per_node, rows=rows, model_cfg=model_cfg)
+    if log_file:
+        src["stage"]["log_file"] = log_file
+    values = build(src, trainer, vcfg["strategy"])
+    extra = vcfg["sft_overrides"] if trainer == "sft" else vcfg["overrides"]
+    return to_overrides(values, GROUPS[(trainer, vcfg["strategy"])], extra or []), values
+
+
+def mapped_keys(trainer: str | None = None) -> dict[str, list[str]]:
+    """our key -> verl keys it sets (for the docs and the tests)."""
+    out: dict[str, list[str]] = {}
+    for row in TABLE:
+        if trainer is None or trainer in row.trainers:
+            out.setdefault(row.ours, [])
+            if row.verl not in out[row.ours]:
+                out[row.ours].append(row.verl)
+    return out
+
+
+# ---------------------------------------------------------------------------- docs
+
+def mapping_markdown() -> str:
+    """The tables of docs/verl_mapping.md (generated; a test keeps the doc and the code equal)."""
+    def cell(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    def strat(row: Row) -> str:
+        return "both" if set(row.strategies) == set(STRATEGIES) else "/".join(row.strategies)
+
+    out = ["### Our keys and engine.verl keys -> verl keys", "",
+           "| our key | verl key | trainers | strategy | note |", "| --- | --- | --- | --- | --- |"]
+    for row in TABLE:
+        if row.ours != "(stage)":
+            out.append(f"| `{row.ours}` | `{row.verl}` | {', '.join(row.trainers)} | {strat(row)} | {cell(row.note)} |")
+    out += ["", "### Set by the stage (paths, logging, resume; not user keys)", "",
+            "| verl key | trainers | strategy | note |", "| --- | --- | --- | --- |"]
+    for row in TABLE:
+        if row.ours == "(stage)":
+            out.append(f"| `{row.verl}` | {', '.join(row.trainers)} | {strat(row)} | {cell(row.note)} |")
+    out += ["", "### Group choices per strategy", "", "| trainer | strategy | Hydra group overrides |",
+            "| --- | --- | --- |"]
+    for (trainer, strategy), groups in GROUPS.items():
+        out.append(f"| {trainer} | {strategy} | {' '.join(f'`{g}`' for g in groups) or '(defaults)'} |")
+    out += ["", "### Local-only keys (no verl counterpart)", "", "| our key | why |", "| --- | --- |"]
+    for key, why in LOCAL_ONLY.items():
+        out.append(f"| `{key}` | {cell(why)} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(mapping_markdown(), end="")

@@ -1,0 +1,427 @@
+"""The verl engine's plumbing, without verl: the mapping table both ways, the docs, the metrics
+bridge, the command lines, and a whole sweep point (data -> traces -> sft -> eval -> rl -> eval)
+through the real stage runner with a stand-in for verl's processes (verl cannot train on CPU):
+metrics.jsonl, checkpoints in the stage directory, model/ export, a crash and a resume, a
+preemption and a resume, items.parquet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from test_verl_support import ROOT, tiny_model
+
+from compose import compose_cfg
+
+# ------------------------------------------------------------------------- import safety
+
+
+def test_importing_the_engine_imports_neither_verl_nor_torch():
+    code = ("import sys, reasoning360.engines.verl, reasoning360.engines.verl.overrides, "
+            "reasoning360.engines.verl.metrics, reasoning360.engines.verl.launch, reasoning360.sweep.main; "
+            "bad = [m for m in ('verl', 'torch', 'vllm', 'ray') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# ------------------------------------------------------------------------- the mapping table
+
+
+def _leaves(d: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out += _leaves(v, key + ".")
+        else:
+            out.append(key)
+    return out
+
+
+def _our_keys() -> set[str]:
+    from reasoning360.engines.verl import overrides as O
+    from reasoning360.sweep.main import resolve
+
+    keys: set[str] = set()
+    for scale in ("cpu", "paper"):
+        c = resolve(compose_cfg(f"scale={scale}", "model.path=/tmp"))
+        for section in O.SECTIONS:
+            if section == "seed":
+                keys.add("seed")
+            else:
+                keys.update(f"{section}.{k}" for k in _leaves(c[section]))
+    # keys the local engine accepts beyond the config files (its DEFAULTS)
+    from reasoning360.engines.local import grpo, sft
+
+    keys.update(f"rl.{k}" for k in _leaves(grpo.DEFAULTS))
+    keys.update(f"sft.{k}" for k in _leaves(sft.DEFAULTS))
+    keys.update("eval." + k for k in ("split", "temperature", "max_new_tokens", "batch_size", "top_p"))
+    return keys
+
+
+def test_every_key_of_ours_maps_to_verl_or_is_local_only():
+    from reasoning360.engines.verl import overrides as O
+
+    mapped = O.mapped_keys()
+    missing = sorted(k for k in _our_keys() if k not in mapped and k not in O.LOCAL_ONLY)
+    assert not missing, f"add these keys to overrides.TABLE or LOCAL_ONLY: {missing}"
+    both = sorted(k for k in O.LOCAL_ONLY if k in mapped)
+    assert not both, f"mapped and local-only at once: {both}"
+
+
+def test_every_row_names_a_real_key_of_ours():
+    import yaml
+
+    from reasoning360.engines.verl import overrides as O
+
+    ours = _our_keys()
+    engine_keys = set(yaml.safe_load((ROOT / "configs/engine/verl_fsdp.yaml").read_text())["verl"])
+    assert engine_keys == set(yaml.safe_load((ROOT / "configs/engine/verl_megatron.yaml").read_text())["verl"])
+    assert engine_keys == set(O.VERL_DEFAULTS)
+    for row in O.TABLE:
+        if row.ours.startswith("engine.verl."):
+            assert row.ours.removeprefix("engine.verl.") in engine_keys, row
+        elif row.ours != "(stage)":
+            assert row.ours in ours, f"{row.ours} is not a key of our config"
+        assert set(row.trainers) <= set(O.TRAINERS) and set(row.strategies) <= set(O.STRATEGIES)
+    for key in O.LOCAL_ONLY:
+        assert key in ours, key
+
+
+def test_docs_table_is_the_code_table():
+    from reasoning360.engines.verl import overrides as O
+
+    doc = (ROOT / "docs" / "verl_mapping.md").read_text()
+    assert O.mapping_markdown() in doc, ("docs/verl_mapping.md is out of date: regenerate the tables with "
+                                         "`python -m reasoning360.engines.verl.overrides`")
+
+
+@pytest.mark.parametrize("value", [0, 7, -1, 1e-6, 1.0, 0.2, 3e-4, 1e10, True, False, None, "cosine",
+                                   "token-mean", "/a/b-c/d.parquet", "1e-3", "true", "a b", "it's", "x=y",
+                                   [0.9, 0.999], ["model", "hf_model"], [], "", "10"])
+def test_hydra_value_round_trips(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from reasoning360.engines.verl.overrides import hydra_value
+
+    parsed = OverridesParser.create().parse_overrides([f"a.b={hydra_value(value)}"])[0].value()
+    assert parsed == value and type(parsed) is type(value), (value, hydra_value(value), parsed)
+
+
+# ------------------------------------------------------------------------- metrics
+
+# One step of verl 0.9.1 main_ppo's logger (recorded key set; values made up).
+VERL_RL_STEP = {
+    "training/global_step": 3, "training/epoch": 0,
+    "actor/entropy": 0.61, "actor/pg_loss": -0.012, "actor/pg_clipfrac": 0.03, "actor/ppo_kl": 0.0004,
+    "actor/pg_clipfrac_lower": 0.0, "actor/entropy_loss": 0.6, "actor/loss": -0.012, "actor/grad_norm": 0.42,
+    "actor/lr": 1e-6, "actor/kl_loss": 0.001, "actor/kl_coef": 0.001, "perf/mfu/actor": 0.31,
+    "critic/score/mean": 0.325, "critic/score/max": 1.0, "critic/score/min": 0.0,
+    "critic/rewards/mean": 0.325, "critic/advantages/mean": 0.0, "critic/returns/mean": 0.0,
+    "response_length/mean": 812.5, "response_length/max": 4096, "response_length/min": 40,
+    "response_length/clip_ratio": 0.05, "prompt_length/mean": 210.0,
+    "timing_s/gen": 41.2, "timing_s/update_actor": 20.3, "timing_s/step": 70.1, "timing_s/reward": 0.4,
+    "perf/throughput": 1234.5, "perf/total_num_tokens": 800000, "training/num_turns/mean": 1.0,
+    "val-core/countdown/acc/mean@1": 0.4, "val-aux/countdown/format_ok/mean@1": 0.9,
+}
+VERL_SFT_STEP = {"train/loss": 0.83, "train/lr": 1e-5, "train/grad_norm": 2.1, "train/mfu": 0.4,
+                 "train/global_tokens": 300000, "train/total_tokens(B)": 0.0003}
+
+
+def test_map_metrics_uses_the_local_engine_names():
+    from reasoning360.engines.verl.metrics import map_metrics
+
+    rl = map_metrics(VERL_RL_STEP, "rl")
+    assert rl["reward_mean"] == 0.325 and rl["response_length_mean"] == 812.5 and rl["truncated_rate"] == 0.05
+    assert rl["pg_loss"] == -0.012 and rl["pg_clipfrac"] == 0.03 and rl["ppo_kl"] == 0.0004
+    assert rl["entropy"] == 0.61 and rl["kl"] == 0.001 and rl["grad_norm"] == 0.42 and rl["lr"] == 1e-6
+    assert rl["step_s"] == 70.1 and rl["rollout_s"] == 41.2 and rl["train_s"] == 20.3
+    assert rl["val/accuracy"] == 0.4 and rl["val/format_rate"] == 0.9
+    assert rl["verl/perf/throughput"] == 1234.5            # everything else kept under verl/
+    assert all(f"verl/{k}" in rl for k in VERL_RL_STEP)
+    sft = map_metrics(VERL_SFT_STEP, "sft")
+    assert sft["loss"] == 0.83 and sft["lr"] == 1e-5 and sft["grad_norm"] == 2.1
+    assert map_metrics({"x": float("nan"), "y": "text", "z": [1, 2]}, "rl") == {"verl/z": 1.5}
+
+
+def test_mapped_names_are_the_local_engines():
+    """Same meaning, same name: every local name we map to is one the local GRPO/SFT logs."""
+    import re
+
+    from reasoning360.engines.verl.metrics import MAP_RL, MAP_SFT
+
+    grpo_src = (ROOT / "reasoning360/engines/local/grpo.py").read_text()
+    losses_src = (ROOT / "reasoning360/engines/local/losses.py").read_text()
+    sft_src = (ROOT / "reasoning360/engines/local/sft.py").read_text()
+    for name in set(MAP_RL.values()) | {"reward_std", "accuracy", "format_rate", "backtracks_mean"}:
+        assert re.search(rf'"{re.escape(name)}"', grpo_src + losses_src), name
+    for name in MAP_SFT.values():
+        if not name.startswith("val/"):
+            assert re.search(rf"\b{name}=", sft_src), name
+
+
+def test_rollout_stats_match_the_local_definitions():
+    from reasoning360.engines.verl.metrics import rollout_stats
+
+    rows = [{"score": s, "output": "x"} for s in (1.0, 0.1, 0.0, 1.0)]
+    st = rollout_stats(rows, "countdown", lambda ds, t: 2)
+    assert st["accuracy"] == 0.5 and st["format_rate"] == 0.75 and st["backtracks_mean"] == 2
+    import statistics
+
+    assert abs(st["reward_std"] - statistics.stdev([1.0, 0.1, 0.0, 1.0])) < 1e-12
+
+
+def test_bridge_tails_verl_logs_into_metrics_jsonl(tmp_path):
+    from reasoning360.engines.verl.metrics import Bridge
+    from reasoning360.tracking import Tracker, read_metrics
+
+    log, dumps = tmp_path / "verl.jsonl", tmp_path / "rollouts"
+    dumps.mkdir()
+    tracker = Tracker(tmp_path)
+    bridge = Bridge(tracker, log, "rl", rollout_dir=dumps, data_source="countdown", wait_polls=2)
+    with open(log, "wb") as fh:
+        for step in (1, 2):
+            fh.write(json.dumps({"step": step, "data": VERL_RL_STEP}).encode() + b"\n")
+        fh.write(b'{"step": 3, "da')                       # a torn line: not read yet
+    (dumps / "1.jsonl").write_text("".join(json.dumps({"score": s}) + "\n" for s in (1.0, 0.0)))
+    assert bridge.poll() == 0          # dump 1 seen once: waits until its size is stable
+    assert bridge.poll() == 1          # step 1 with its dump; step 2 waits for its dump
+    assert not (dumps / "1.jsonl").exists()                # read, then dropped (keep_rollout_dumps: false)
+    assert bridge.poll() == 0          # step 2 still waits for its dump (wait_polls=2)
+    assert bridge.poll() == 1          # ... then is logged without dump stats
+    bridge.close()
+    tracker.close()
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["accuracy"] == 0.5 and rows[0]["reward_std"] > 0 and "accuracy" not in rows[1]
+    assert rows[0]["reward_mean"] == 0.325
+    assert (tmp_path / "metrics.parquet").exists()
+
+
+# ------------------------------------------------------------------------- command lines
+
+
+def _paper_stage(tmp_path, kind: str, *extra: str):
+    from test_verl_support import paper_plan
+
+    model = tiny_model(tmp_path / "model")
+    c, plan, store = paper_plan("verl_fsdp", model, tmp_path / "root", *extra)
+    st = next(s for s in plan.stages.values() if s.kind == kind and (kind != "rl" or s.spec["init"]))
+    return c, plan, store, st
+
+
+def test_command_for_sft_multinode_uses_torchrun_on_every_node(tmp_path, monkeypatch):
+    from reasoning360.engines.verl import command_for
+
+    monkeypatch.setenv("MASTER_ADDR", "node-a")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    c, _, store, st = _paper_stage(tmp_path, "sft")
+    cmd = command_for(st.spec, {**st.runtime, "engine": c["engine"]}, store.root / st.id, 2, 8)
+    assert cmd[0] == "env" and any(a.startswith("VERL_FILE_LOGGER_PATH=") for a in cmd)
+    i = cmd.index("srun")
+    assert cmd[i:i + 6] == ["srun", "--overlap", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
+                            "--kill-on-bad-exit=1"]
+    assert "torch.distributed.run" in cmd and "--nproc_per_node=8" in cmd and "--nnodes=2" in cmd
+    assert "--rdzv_endpoint=node-a:29500" in cmd and "--rdzv_id=4242" in cmd
+    assert cmd[cmd.index("verl.trainer.sft_trainer") - 1] == "-m"
+    assert "trainer.nnodes=2" in cmd and "trainer.n_gpus_per_node=8" in cmd
+    single = command_for(st.spec, st.runtime, store.root / st.id, 1, 4)
+    assert "srun" not in single and "--standalone" in single
+
+
+def test_command_for_rl_joins_the_jobs_ray_cluster(tmp_path, monkeypatch):
+    from reasoning360.engines.verl import command_for
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.1.2.3:6379")
+    c, _, store, st = _paper_stage(tmp_path, "rl")
+    cmd = command_for(st.spec, st.runtime, store.root / st.id, 1, 4)
+    assert "RAY_ADDRESS=10.1.2.3:6379" in cmd and cmd[cmd.index("verl.trainer.main_ppo") - 1] == "-m"
+    assert f"trainer.default_local_dir={store.root / st.id / 'checkpoints'}" in cmd
+    assert "trainer.resume_mode=auto" in cmd
+    assert f"actor_rollout_ref.model.path={store.root / st.spec['init'] / 'model'}" in cmd
+
+
+def test_verl_cmd_script_is_valid_bash(tmp_path):
+    from reasoning360.engines.verl import command_for
+    from reasoning360.engines.verl.launch import write_script
+
+    c, _, store, st = _paper_stage(tmp_path, "rl", 'engine.verl.overrides=["trainer.balance_batch=false"]')
+    cmd = command_for(st.spec, {**st.runtime, "engine": c["engine"]}, store.root / st.id, 1, 4)
+    assert cmd[-1] == "trainer.balance_batch=false"
+    script = tmp_path / "verl_cmd.sh"
+    write_script(script, cmd, note="test")
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    # the script's words are exactly the command (shell-parsed back)
+    out = subprocess.run(["bash", "-c", f"set -- ; source <(sed -e 's/^set -euo pipefail//' -e 's/^env /printf \"%s\\\\n\" env /' {script})"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == cmd
+
+
+def test_dry_run_commands_cover_every_verl_stage(tmp_path):
+    from reasoning360.engines.verl import dry_run_commands
+
+    model = tiny_model(tmp_path / "model")
+    from test_verl_support import paper_plan
+
+    c, plan, store = paper_plan("verl_megatron", model, tmp_path / "root")
+    cmds = dry_run_commands(plan, store.root)
+    kinds = [plan.stages[s].kind for s in cmds]
+    assert kinds.count("sft") == 4 and kinds.count("rl") == 5 and kinds.count("eval") >= 9
+    sft = next(cmds[s] for s in cmds if plan.stages[s].kind == "sft")
+    assert "engine=megatron" in sft and "optim=megatron" in sft and "optim.lr_decay_style=cosine" in sft
+    rl = next(cmds[s] for s in cmds if plan.stages[s].kind == "rl")
+    assert "model_engine=megatron" in rl
+    assert "actor_rollout_ref.actor.megatron.tensor_model_parallel_size=2" in rl
+
+
+# ------------------------------------------------------------------------- a whole point, verl stand-in
+
+FAKE_VERL = textwrap.dedent(r'''
+    """Stands in for verl's trainers: reads the same overrides, writes what verl writes
+    (file-logger metrics, rollout / validation dumps, global_step_N checkpoints with a
+    HuggingFace export, latest_checkpointed_iteration.txt), resumes like resume_mode=auto."""
+    import json, os, shutil, signal, sys, time
+    import yaml
+
+    argv = sys.argv[1:]
+    module = [argv[i + 1] for i, a in enumerate(argv) if a == "-m"][-1]
+    ov = {}
+    for a in argv[argv.index(module) + 1:]:
+        k, _, v = a.partition("=")
+        ov[k.lstrip("+")] = yaml.safe_load(v) if v else v
+    with open(os.environ["FAKE_VERL_CALLS"], "a") as fh:
+        fh.write(json.dumps({"module": module, "argv": argv}) + "\n")
+    kind = "sft" if module.endswith("sft_trainer") else ("eval" if ov.get("trainer.val_only") else "rl")
+    log_path = os.environ.get("VERL_FILE_LOGGER_PATH") or ov["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"]
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    log = open(log_path, "wb", buffering=0)             # verl's FileLogger truncates too
+    def emit(step, data):
+        log.write(json.dumps({"step": step, "data": data}).encode() + b"\n")
+    import pyarrow.parquet as pq
+    if kind == "eval":
+        rows = pq.read_table(ov["data.val_files"]).to_pylist()
+        out = os.path.join(ov["trainer.validation_data_dir"], "0.jsonl")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as fh:
+            for i, r in enumerate(rows):
+                ans = r["extra_info"]["answer"] if i % 2 == 0 else "1+1"
+                fh.write(json.dumps({"input": "p", "output": f"<think>t</think>\n<answer>{ans}</answer>",
+                                     "gts": r["reward_model"]["ground_truth"], "score": 0.0, "step": 0}) + "\n")
+        emit(0, {"val-core/countdown/acc/mean@1": 0.5})
+        sys.exit(0)
+    ckpt = ov["trainer.default_local_dir"]
+    total, save = int(ov["trainer.total_training_steps"]), int(ov["trainer.save_freq"])
+    start = 0
+    tracker = os.path.join(ckpt, "latest_checkpointed_iteration.txt")
+    if ov["trainer.resume_mode"] == "auto" and os.path.exists(tracker):
+        start = int(open(tracker).read())
+    model = ov["model.path"] if kind == "sft" else ov["actor_rollout_ref.model.path"]
+    fail_at = int(os.environ.get("FAKE_VERL_FAIL_AT", "0"))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    if kind == "rl" and ov.get("trainer.val_before_train") and start == 0:
+        emit(0, {"val-core/countdown/acc/mean@1": 0.25, "val-aux/countdown/format_ok/mean@1": 1.0})
+    for step in range(start + 1, total + 1):
+        if kind == "sft":
+            emit(step, {"train/loss": 1.0 / step, "train/lr": 1e-5, "train/grad_norm": 1.0})
+        else:
+            d = ov["trainer.rollout_data_dir"]
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"{step}.jsonl"), "w") as fh:
+                for s in (1.0, 0.1, 0.0, 1.0):
+                    fh.write(json.dumps({"score": s, "output": "<answer>1</answer>", "step": step}) + "\n")
+            emit(step, {"critic/score/mean": 0.525, "actor/pg_loss": 0.1, "actor/entropy": 0.5,
+                        "response_length/mean": 20.0, "actor/lr": 1e-6})
+        if step % save == 0 or step == total:
+            g = os.path.join(ckpt, f"global_step_{step}")
+            hf = os.path.join(g, "huggingface" if kind == "sft" else "actor/huggingface")
+            shutil.copytree(model, hf, dirs_exist_ok=True)
+            with open(tracker + ".tmp", "w") as fh:
+                fh.write(str(step))
+            os.replace(tracker + ".tmp", tracker)
+        if step == fail_at:
+            sys.exit(3)
+        time.sleep(0.05)
+        if stop:
+            sys.exit(143)
+''')
+
+
+@pytest.fixture
+def fake_verl(tmp_path, monkeypatch):
+    script = tmp_path / "fake_verl.py"
+    script.write_text(FAKE_VERL)
+    py = tmp_path / "fakepython"
+    py.write_text(f"#!/bin/sh\nexec {sys.executable} {script} \"$@\"\n")
+    py.chmod(0o755)
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_VERL_CALLS", str(calls))
+    return py, calls
+
+
+def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypatch):
+    from reasoning360.engines.context import PreemptFlag, Preempted
+    from reasoning360.sweep.main import build, record
+    from reasoning360.sweep.runner import run_stage
+    from reasoning360.tracking import read_metrics
+
+    py, calls = fake_verl
+    model = tiny_model(tmp_path / "model")
+    cfg = compose_cfg("+grid=smoke", "engine=verl_fsdp", "launcher=slurm", f"model.path={model}",
+                      "model.tokenizer=path", f"paths.root={tmp_path / 'root'}", f"engine.verl.python={py}",
+                      "grid.backtracks=[1]", "sft.max_steps=6", "sft.save_every=2", "rl.steps=5", "rl.save_every=2",
+                      "data.sft_size=24", "data.train_size=16", "data.test_size=8")
+    c, plan, store, sweep_dir = build(cfg)
+    record(c, plan, store, sweep_dir)
+    for s in plan.stages.values():      # what the planner records once engine.verl reaches the runtime
+        if "engine" not in s.runtime:
+            store.stage(s.id).write_spec(s.spec, {**s.runtime, "engine": c["engine"]})
+    ids = plan.points[0].stages
+    for role in ("data", "traces"):
+        run_stage(store, ids[role], show_progress=False)
+
+    sft = run_stage(store, ids["sft"], show_progress=False)
+    sft_dir = store.stage(ids["sft"]).path
+    assert (sft_dir / "model" / "config.json").exists() and (sft_dir / "model" / "tokenizer.json").exists()
+    assert sft["steps"] == 6 and sft["examples"] == 24
+    assert [r["step"] for r in read_metrics(sft_dir)] == [1, 2, 3, 4, 5, 6]
+    assert read_metrics(sft_dir)[-1]["loss"] == pytest.approx(1 / 6)
+    assert (sft_dir / "verl_cmd.sh").exists() and (sft_dir / "sft_messages.parquet").exists()
+    subprocess.run(["bash", "-n", str(sft_dir / "verl_cmd.sh")], check=True)
+
+    ev = run_stage(store, ids["sft_eval"], show_progress=False)
+    assert ev["n"] == 8 and ev["accuracy"] == 0.5 and ev["format_rate"] == 1.0
+    assert (store.stage(ids["sft_eval"]).path / "items.parquet").exists()
+
+    # RL: crash at step 3 (after the step-2 checkpoint), then rerun: resumes at 2
+    rl_dir = store.stage(ids["rl"]).path
+    monkeypatch.setenv("FAKE_VERL_FAIL_AT", "3")
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        run_stage(store, ids["rl"], show_progress=False)
+    assert [r["step"] for r in read_metrics(rl_dir)] == [0, 1, 2, 3]
+    monkeypatch.delenv("FAKE_VERL_FAIL_AT")
+    # preemption: the runner's flag stops verl; the stage is not DONE and resumes later
+    flag = PreemptFlag()
+    flag.request()
+    with pytest.raises(Preempted):
+        run_stage(store, ids["rl"], show_progress=False, preempt=flag)
+    assert not store.stage(ids["rl"]).is_done()
+    rl = run_stage(store, ids["rl"], show_progress=False)
+    rows = read_metrics(rl_dir)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5]   # no step twice after two restarts
+    assert rows[0] == {**rows[0], "val/accuracy": 0.25, "val/format_rate": 1.0}   # val before training
+    assert rl["val_accuracy_start"] == 0.25
+    assert all(r["accuracy"] == 0.5 and r["format_rate"] == 0.75 for r in rows[1:])
+    assert rows[-1]["reward_mean"] == 0.525 and "reward_std" in rows[-1]
+    assert rl["steps"] == 5 and (rl_dir / "model" / "config.json").exists()
+    assert (rl_dir / "checkpoints" / "global_step_4").is_dir()
+    run = [json.loads(x) for x in calls.read_text().splitlines() if "main_ppo" in x and "val_only" not in x]
+    assert "trainer.resume_mode=auto" in run[-1]["argv"]
+    assert f"actor_rollout_ref.model.path={sft_dir / 'model'}" in run[-1]["argv"]
+
+    ev2 = run_stage(store, ids["rl_eval"], show_progress=False)
+    assert ev2["accuracy"] == 0.5
+    assert read_metrics(store.stage(ids["rl_eval"]).path)[0]["eval/accuracy"] == 0.5
