@@ -87,7 +87,8 @@ def plan(points: Iterable[Point], sweep_name: str = "") -> Plan:
 def data_spec(c: dict) -> dict:
     d, task = c["data"], c["task"]
     return {"kind": "data", "task": task["name"], "params": task["params"][c["scale_name"]],
-            "sizes": {s: d[f"{s}_size"] for s in ("sft", "train", "val", "test")},
+            "sizes": {s: d[f"{s}_size"] for s in ("sft", "train", "val", "test")}
+            | ({} if task.get("backtrack_sft", True) else {"sft": 0}),   # RL-only: no SFT problems
             "template": d["template"], "seed": d["seed"]}
 
 

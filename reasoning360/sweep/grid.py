@@ -18,6 +18,9 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 # Baselines that need no backtrack SFT data. `cold_start`: RL straight from the base model.
 BASELINES = ("cold_start",)
+# `grid.backtracks: task` runs each task's own `k_values` (configs/task/<name>.yaml; a list, or
+# a mapping scale -> list).
+FROM_TASK = "task"
 
 
 class GridError(ValueError):
@@ -65,15 +68,17 @@ def task_config(name: str) -> dict[str, Any]:
 def expand(cfg: dict[str, Any]) -> list[Point]:
     """All points of cfg['grid'], each with its own resolved config."""
     grid = cfg["grid"]
-    for key in ("tasks", "backtracks", "baselines", "seeds"):
+    from_task = grid.get("backtracks") == FROM_TASK
+    for key in ("tasks", "backtracks", "baselines", "rl_only_baselines", "seeds"):
+        if key == "backtracks" and from_task:
+            continue
         if not isinstance(grid.get(key) or [], list):
             raise GridError(f"grid.{key}: expected a list, got {grid.get(key)!r}")
     if not grid.get("tasks"):
         raise GridError("grid.tasks: empty; name at least one task")
-    for k in grid.get("backtracks") or []:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise GridError(f"grid.backtracks: k must be a non-negative integer, got {k!r}")
-    for b in grid.get("baselines") or []:
+    _check_ks("grid.backtracks", [] if from_task else grid.get("backtracks") or [])
+    rl_only = grid.get("rl_only_baselines")      # None: RL-only tasks get grid.baselines
+    for b in (grid.get("baselines") or []) + (rl_only or []):
         if b not in BASELINES:
             raise GridError(f"grid.baselines: unknown baseline {b!r} (known: {', '.join(BASELINES)})")
     for s in grid.get("seeds") or []:
@@ -91,8 +96,11 @@ def expand(cfg: dict[str, Any]) -> list[Point]:
         tcfg = task_config(task)
         variants: list[tuple[int | None, str | None]] = []
         if tcfg.get("backtrack_sft", True):
-            variants += [(k, None) for k in grid.get("backtracks") or []]
-        variants += [(None, b) for b in grid.get("baselines") or []]
+            ks = task_k_values(tcfg, cfg.get("scale_name"), task) if from_task else grid.get("backtracks") or []
+            variants += [(k, None) for k in ks]
+            variants += [(None, b) for b in grid.get("baselines") or []]
+        else:
+            variants += [(None, b) for b in (grid.get("baselines") if rl_only is None else rl_only) or []]
         for (k, baseline), seed, combo in itertools.product(
                 variants, grid.get("seeds") or [cfg.get("seed", 0)], itertools.product(*axis_items)):
             pcfg = copy.deepcopy(cfg)
@@ -106,6 +114,25 @@ def expand(cfg: dict[str, Any]) -> list[Point]:
         dup = next(n for n in names if names.count(n) > 1)
         raise GridError(f"grid: two points share the name {dup!r} (duplicate values in the grid?)")
     return points
+
+
+def _check_ks(where: str, ks: Any) -> None:
+    if not isinstance(ks, list):
+        raise GridError(f"{where}: expected a list of k values, got {ks!r}")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise GridError(f"{where}: k must be a non-negative integer, got {k!r}")
+
+
+def task_k_values(tcfg: dict, scale: str | None, task: str) -> list[int]:
+    """A task's own k grid at `scale` (`k_values`: a list, or a mapping scale -> list)."""
+    ks = tcfg.get("k_values") or []
+    if isinstance(ks, dict):
+        if scale not in ks:
+            raise GridError(f"task {task}: k_values has no entry for scale {scale!r} (has: {', '.join(ks)})")
+        ks = ks[scale]
+    _check_ks(f"task {task}: k_values", ks)
+    return list(ks)
 
 
 def _check_path(cfg: dict, dotted: str) -> None:

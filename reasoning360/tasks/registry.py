@@ -9,6 +9,15 @@ from .base import Task, TaskError
 # name -> "module:Class". A new task registers with one line here (or `register(...)` at runtime).
 _SPECS: dict[str, str] = {
     "countdown": "reasoning360.tasks.countdown:CountdownTask",
+    "sudoku": "reasoning360.tasks.sudoku:SudokuTask",
+    "arc_1d": "reasoning360.tasks.arc_1d:Arc1DTask",
+    "advanced_geometry": "reasoning360.tasks.geometry:AdvancedGeometryTask",
+    "knights_knaves": "reasoning360.tasks.knights_knaves:KnightsKnavesTask",
+    "color_cube_rotation": "reasoning360.tasks.rl_only:ColorCubeRotationTask",
+    "list_functions": "reasoning360.tasks.rl_only:ListFunctionsTask",
+    "zebra_puzzles": "reasoning360.tasks.rl_only:ZebraPuzzlesTask",
+    "self_reference": "reasoning360.tasks.rl_only:SelfReferenceTask",
+    "gsm_symbolic": "reasoning360.tasks.rl_only:GSMSymbolicTask",
 }
 
 TASKS: list[str] = list(_SPECS)      # kept in sync by `register`

@@ -24,7 +24,7 @@ def print_plan(plan: Plan, store: Store, console: Console) -> None:
     from rich.table import Table
 
     t = Table(title=f"plan: {len(plan.points)} points, {len(plan.stages)} stages")
-    t.add_column("point")
+    t.add_column("point", no_wrap=True)
     for role in ROLES:
         t.add_column(role)
     for pp in plan.points:

@@ -1,0 +1,344 @@
+"""Sudoku (9x9, or the 4x4 mini sudoku at scale=cpu): fill the grid so every row, column and
+box holds each digit once.
+
+Problems come from reasoning-gym's `sudoku` (``grid: 9``) or `mini_sudoku` (``grid: 4``).
+Traces come from a depth-first solver that fills the empty cells in reading order. At each
+cell its candidates are the digits not yet in its row, column or box. A dead end is a wrong
+candidate on the solution path whose refutation is short: place it, then fill forced cells
+(cells with a single candidate) until some cell has no candidate left. Only the forced fills
+that the contradiction depends on are shown (at most MAX_CHAIN). A trace shows k distinct
+dead ends (distinct (cell, digit) pairs, chosen by rng, in path order), each ending in an
+explicit backtrack that erases the wrong digit, then the solution.
+
+* ``compact`` (cells are row and column, 1-based; ``?`` marks a guess, ``!`` a cell with no
+  digit left)::
+
+    <think>12=1 13=4
+    21=3? 23=2 24!^
+    21=4 23=3 ...</think>
+    <answer>2143
+    4312
+    1234
+    3421</answer>
+
+* ``paper``: one sentence per cell with its candidates; a stuck cell lists what its row,
+  column and box already hold.
+
+`min_dead_ends` (our parameter) keeps only puzzles with at least that many dead ends on the
+path, so max_k(params) = min_dead_ends holds for every generated instance.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from .base import Problem, TaskError
+from .gym import COMPACT_BACKTRACK, PAPER_BACKTRACK, GymTask, finish, gt_error, pick
+
+MAX_CHAIN = 6                 # forced fills shown in one refutation at most
+DATASETS = {4: "mini_sudoku", 9: "sudoku"}
+DEFAULT_MIN_DEAD_ENDS = {4: 3, 9: 10}
+
+Grid = list[list[int]]
+
+
+def box_of(n: int) -> int:
+    return 2 if n == 4 else 3
+
+
+def peers(n: int, r: int, c: int) -> list[tuple[int, int]]:
+    return _PEERS[n][r * n + c]
+
+
+def _peer_table(n: int) -> list[list[tuple[int, int]]]:
+    b = box_of(n)
+    table = []
+    for r in range(n):
+        for c in range(n):
+            br, bc = r // b * b, c // b * b
+            out = {(r, j) for j in range(n)} | {(i, c) for i in range(n)}
+            out |= {(i, j) for i in range(br, br + b) for j in range(bc, bc + b)}
+            out.discard((r, c))
+            table.append(sorted(out))
+    return table
+
+
+_PEERS = {n: _peer_table(n) for n in DATASETS}
+
+
+def candidates(g: Grid, r: int, c: int) -> list[int]:
+    n = len(g)
+    used = {g[i][j] for i, j in peers(n, r, c)}
+    return [d for d in range(1, n + 1) if d not in used]
+
+
+class _Masks:
+    """Row / column / box digit masks of a grid (bit d set: digit d present)."""
+
+    def __init__(self, g: Grid):
+        n = self.n = len(g)
+        self.b = box_of(n)
+        self.full = ((1 << (n + 1)) - 1) & ~1
+        self.row = [0] * n
+        self.col = [0] * n
+        self.box = [0] * n
+        for r in range(n):
+            for c in range(n):
+                if g[r][c]:
+                    self.set(r, c, g[r][c])
+
+    def bi(self, r: int, c: int) -> int:
+        return r // self.b * self.b + c // self.b
+
+    def set(self, r: int, c: int, d: int) -> None:
+        bit = 1 << d
+        self.row[r] |= bit
+        self.col[c] |= bit
+        self.box[self.bi(r, c)] |= bit
+
+    def free(self, r: int, c: int) -> int:
+        return self.full & ~(self.row[r] | self.col[c] | self.box[self.bi(r, c)])
+
+
+def refute(g: Grid, r: int, c: int, d: int) -> tuple[list[tuple[int, int, int]], tuple[int, int]] | None:
+    """Place d at (r, c) and fill forced cells until a cell has no candidate. Returns (the forced
+    fills the contradiction depends on, in order; the stuck cell), or None when forced fills do
+    not reach a contradiction."""
+    n = len(g)
+    m = _Masks(g)
+    m.set(r, c, d)
+    empty = [(i, j) for i in range(n) for j in range(n) if g[i][j] == 0 and (i, j) != (r, c)]
+    order: list[tuple[int, int, int]] = []
+    while True:
+        frees = [m.free(i, j) for i, j in empty]
+        if 0 in frees:
+            stuck = empty[frees.index(0)]
+            break
+        t = next((t for t, f in enumerate(frees) if f & (f - 1) == 0), None)
+        if t is None:
+            return None
+        i, j = empty.pop(t)
+        v = frees[t].bit_length() - 1
+        order.append((i, j, v))
+        m.set(i, j, v)
+    # keep only the forced fills the stuck cell depends on (its peers, transitively)
+    pos = {(i, j): t for t, (i, j, _) in enumerate(order)}
+    need: set[int] = set()
+    todo = [stuck]
+    while todo:
+        cell = todo.pop()
+        limit = pos.get(cell, len(order))
+        for p in peers(n, *cell):
+            t = pos.get(p)
+            if t is not None and t < limit and t not in need:
+                need.add(t)
+                todo.append(p)
+    return [order[t] for t in sorted(need)], stuck
+
+
+def path(puzzle: Grid, solution: Grid, max_chain: int = MAX_CHAIN) -> list[dict]:
+    """The solution path in reading order: per empty cell its candidates, the right digit and
+    the refutable wrong candidates [(digit, chain, stuck cell)]."""
+    n = len(puzzle)
+    g = [row[:] for row in puzzle]
+    out = []
+    for r in range(n):
+        for c in range(n):
+            if g[r][c]:
+                continue
+            cands = candidates(g, r, c)
+            right = solution[r][c]
+            if right not in cands:
+                raise TaskError(f"sudoku: solution digit {right} at ({r + 1},{c + 1}) conflicts with the puzzle")
+            dead = []
+            for d in cands:
+                if d == right:
+                    continue
+                got = refute(g, r, c, d)
+                if got is not None and len(got[0]) <= max_chain:
+                    dead.append((d, got[0], got[1]))
+            out.append({"cell": (r, c), "cands": cands, "right": right, "dead": dead})
+            g[r][c] = right
+    return out
+
+
+def valid_solution(puzzle: Grid, grid: Grid) -> bool:
+    n = len(puzzle)
+    if len(grid) != n or any(len(row) != n for row in grid):
+        return False
+    digits = set(range(1, n + 1))
+    b = box_of(n)
+    for i in range(n):
+        if set(grid[i]) != digits or {grid[r][i] for r in range(n)} != digits:
+            return False
+        br, bc = i // b * b, i % b * b
+        if {grid[r][c] for r in range(br, br + b) for c in range(bc, bc + b)} != digits:
+            return False
+    return all(puzzle[r][c] in (0, grid[r][c]) for r in range(n) for c in range(n))
+
+
+def _cell(r: int, c: int) -> str:
+    return f"{r + 1}{c + 1}"
+
+
+def _digits(values) -> str:
+    values = sorted(v for v in values if v)
+    return ", ".join(map(str, values)) if values else "nothing"
+
+
+class SudokuTask(GymTask):
+    name = "sudoku"
+    backtrack_sft = True
+    OWN_PARAMS = {"grid": 9, "min_dead_ends": -1}      # -1: the default for the grid size
+
+    def answer_example(self, problem: Problem) -> str:
+        """A valid grid of the problem's size (a fixed pattern), to show the format."""
+        n = len(problem.ground_truth["puzzle"])
+        b = box_of(n)
+        return self.grid_text([[(r * b + r // b + c) % n + 1 for c in range(n)] for r in range(n)], " ")
+
+    def gym_dataset(self, params: dict[str, Any]) -> str:
+        return DATASETS.get(params.get("grid", 9), "sudoku")
+
+    def check_own(self, params: dict[str, Any]) -> None:
+        n = params.get("grid", 9)
+        if n not in DATASETS:
+            raise TaskError(f"sudoku: parameter grid must be 4 or 9, got {n!r}")
+        m = params.get("min_dead_ends", -1)
+        if m < -1:
+            raise TaskError(f"sudoku: parameter min_dead_ends must be >= 0, got {m}")
+
+    def floor(self, params: dict[str, Any]) -> int:
+        m = params.get("min_dead_ends", -1)
+        return DEFAULT_MIN_DEAD_ENDS[params.get("grid", 9)] if m == -1 else m
+
+    def max_k(self, params: dict[str, Any]) -> int:
+        """Every generated puzzle has >= min_dead_ends dead ends (generate drops the others)."""
+        self.validate_params(params)
+        return self.floor(params)
+
+    def make_problem(self, item: dict, params: dict[str, Any]) -> Problem | None:
+        md = item["metadata"]
+        puzzle = [[int(v) for v in row] for row in md["puzzle"]]
+        solution = [[int(v) for v in row] for row in md["solution"]]
+        gt = {"puzzle": puzzle, "solution": solution}
+        self.parse_gt(gt)
+        if not valid_solution(puzzle, solution):
+            return None
+        dead = sum(len(step["dead"]) for step in path(puzzle, solution))
+        if dead < self.floor(params):
+            return None
+        return Problem(question=item["question"], answer=self.grid_text(solution, " "),
+                       ground_truth=gt, metadata={"num_empty": md.get("num_empty"),
+                                                  "dead_ends": dead, "difficulty": md.get("difficulty")})
+
+    def key(self, problem: Problem) -> str:
+        return "".join(str(v) for row in problem.ground_truth["puzzle"] for v in row)
+
+    def parse_gt(self, gt: Any) -> dict:
+        try:
+            n = len(gt["puzzle"])
+            ok = (n in DATASETS and len(gt["solution"]) == n
+                  and all(isinstance(row, list) and len(row) == n and all(type(v) is int and 0 <= v <= n for v in row)
+                          for row in gt["puzzle"] + gt["solution"]))
+        except (TypeError, KeyError):
+            ok = False
+        if not ok:
+            raise gt_error(self.name, gt)
+        return gt
+
+    @staticmethod
+    def grid_text(g: Grid, sep: str) -> str:
+        return "\n".join(sep.join(str(v) for v in row) for row in g)
+
+    def compact_prompt(self, problem: Problem) -> str:
+        g = problem.ground_truth["puzzle"]
+        return "\n".join("".join(str(v) if v else "_" for v in row) for row in g) + "\n"
+
+    # ---- traces
+    def max_backtracks(self, problem: Problem) -> int:
+        gt = self.parse_gt(problem.ground_truth)
+        return sum(len(s["dead"]) for s in path(gt["puzzle"], gt["solution"]))
+
+    def make_trace(self, problem: Problem, k: int, style: str, rng: random.Random) -> str:
+        gt = self.parse_gt(problem.ground_truth)
+        puzzle, solution = gt["puzzle"], gt["solution"]
+        steps = path(puzzle, solution)
+        pool = [(t, d) for t, s in enumerate(steps) for d in range(len(s["dead"]))]
+        chosen = set(pick(self.name, pool, k, rng))
+        if style == "compact":
+            return self._compact(steps, chosen, solution)
+        return self._paper(puzzle, steps, chosen, solution)
+
+    def _compact(self, steps, chosen, solution) -> str:
+        lines: list[str] = []
+        cur: list[str] = []
+        for t, s in enumerate(steps):
+            r, c = s["cell"]
+            for di, (d, chain, stuck) in enumerate(s["dead"]):
+                if (t, di) not in chosen:
+                    continue
+                lines.append(" ".join(cur + [f"{_cell(r, c)}={d}?"] + [f"{_cell(i, j)}={v}" for i, j, v in chain]
+                                      + [f"{_cell(*stuck)}!{COMPACT_BACKTRACK}"]))
+                cur = []
+            cur.append(f"{_cell(r, c)}={s['right']}")
+        lines.append(" ".join(cur))
+        return finish("\n".join(lines), self.grid_text(solution, ""))
+
+    def _paper(self, puzzle, steps, chosen, solution) -> str:
+        n = len(puzzle)
+        g = [row[:] for row in puzzle]
+        out = [f"I fill the empty cells in order, left to right and top to bottom. For each cell the "
+               f"candidates are the digits from 1 to {n} that are not yet in its row, column or box."]
+        b = box_of(n)
+        for t, s in enumerate(steps):
+            r, c = s["cell"]
+            cands = ", ".join(map(str, s["cands"]))
+            mine = [(di, x) for di, x in enumerate(s["dead"]) if (t, di) in chosen]
+            if not mine:
+                if len(s["cands"]) == 1:
+                    out.append(f"Cell ({r + 1},{c + 1}): the only candidate is {s['right']}. Place {s['right']}.")
+                else:
+                    out.append(f"Cell ({r + 1},{c + 1}): candidates {cands}. Place {s['right']}.")
+            else:
+                out.append(f"Cell ({r + 1},{c + 1}): candidates {cands}.")
+            for di, (d, chain, stuck) in mine:
+                out.append(f"Try {d} in cell ({r + 1},{c + 1}).")
+                h = [row[:] for row in g]
+                h[r][c] = d
+                for i, j, v in chain:
+                    out.append(f"Then cell ({i + 1},{j + 1}) can only be {v}. Place {v}.")
+                    h[i][j] = v
+                i, j = stuck
+                br, bc = i // b * b, j // b * b
+                row = _digits(h[i][x] for x in range(n))
+                col = _digits(h[x][j] for x in range(n))
+                box = _digits(h[x][y] for x in range(br, br + b) for y in range(bc, bc + b))
+                out.append(f"Cell ({i + 1},{j + 1}): its row has {row}, its column has {col}, its box has "
+                           f"{box}. No digit fits: stuck at cell ({i + 1},{j + 1}).")
+                out.append(f"{PAPER_BACKTRACK}: erase {d} from cell ({r + 1},{c + 1}).")
+            if mine:
+                out.append(f"Cell ({r + 1},{c + 1}): place {s['right']}.")
+            g[r][c] = s["right"]
+        out.append("Every cell is filled and each row, column and box holds every digit once.")
+        return finish("\n" + "\n".join(out) + "\n", self.grid_text(solution, " "))
+
+    # ---- reward
+    def is_correct(self, answer: str, gt: dict) -> bool:
+        puzzle = gt["puzzle"]
+        n = len(puzzle)
+        if len(answer) > 4 * n * n + 64:
+            return False
+        rows = [line for line in answer.replace("/", "\n").split("\n") if line.strip()]
+        if len(rows) != n:
+            return False
+        grid = []
+        for line in rows:
+            cells = line.replace(",", " ").split()
+            if len(cells) == 1 and len(cells[0]) == n:
+                cells = list(cells[0])
+            if len(cells) != n or not all(len(x) == 1 and "1" <= x <= str(n) for x in cells):
+                return False
+            grid.append([int(x) for x in cells])
+        return valid_solution(puzzle, grid)

@@ -1,0 +1,149 @@
+"""Every registered task: its config, reproducible problems, prompts, and (with backtrack SFT)
+byte-identical trace datasets whose every response is correct, at the cpu scale's sizes."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+import yaml
+
+from reasoning360.sweep.grid import CONFIGS
+from reasoning360.tasks import (TASKS, TaskError, build_data, build_traces, count_backtracks, get_task,
+                                load_rows, score, validate_point)
+
+STUDY = ["countdown", "sudoku", "arc_1d", "advanced_geometry", "knights_knaves", "color_cube_rotation",
+         "list_functions", "zebra_puzzles", "self_reference", "gsm_symbolic"]
+BACKTRACK = [t for t in STUDY if yaml.safe_load((CONFIGS / "task" / f"{t}.yaml").read_text())["backtrack_sft"]]
+MAX_LEN = yaml.safe_load((CONFIGS / "sft" / "default.yaml").read_text())["max_len"]
+
+
+def cfg(name: str) -> dict:
+    return yaml.safe_load((CONFIGS / "task" / f"{name}.yaml").read_text())
+
+
+def k_values(c: dict, scale: str) -> list[int]:
+    ks = c["k_values"]
+    return ks[scale] if isinstance(ks, dict) else ks
+
+
+def test_every_study_task_is_registered_with_a_config():
+    assert set(STUDY) <= set(TASKS)
+    assert BACKTRACK == ["countdown", "sudoku", "arc_1d", "advanced_geometry", "knights_knaves"]
+    for name in TASKS:
+        c = cfg(name)
+        task = get_task(name)
+        assert c["name"] == name and c["backtrack_sft"] == task.backtrack_sft
+        for scale in ("cpu", "paper"):
+            params = c["params"][scale]
+            validate_point(name, None, params)
+            for k in k_values(c, scale):
+                validate_point(name, k, params)
+            if task.backtrack_sft:
+                assert max(k_values(c, scale)) <= task.max_k(params)
+            else:
+                assert k_values(c, scale) == []
+    assert k_values(cfg("sudoku"), "paper") == [0, 1, 3, 5, 10]
+    for name in ("arc_1d", "advanced_geometry", "countdown"):
+        assert k_values(cfg(name), "paper") == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("name", STUDY)
+def test_problems_are_reproducible_and_prompts_well_formed(name):
+    task = get_task(name)
+    params = cfg(name)["params"]["cpu"]
+    a = task.generate(12, 21, params)
+    b = task.generate(12, 21, params)
+    c = task.generate(12, 1021, params)     # reasoning-gym seeds item i with seed + i: keep seeds apart
+    assert [(p.question, p.ground_truth, p.answer) for p in a] == [(p.question, p.ground_truth, p.answer) for p in b]
+    assert [p.question for p in a] != [p.question for p in c]
+    for p in a:
+        ok = f"<think>x</think>\n<answer>{p.answer}</answer>"
+        assert score(name, ok, p.ground_truth) == 1.0
+        assert score(name, ok.replace("</think>\n", "</think>"), p.ground_truth) == 0.0
+        compact = task.prompt(p, "compact")
+        assert len(compact) == 1 and compact[0]["content"].isascii()
+        assert [m["role"] for m in task.prompt(p, "qwen-instruct")] == ["system", "user"]
+        for template in ("base", "baseline", "qwen-instruct"):
+            assert "<answer>" in task.prompt(p, template)[-1]["content"]
+    with pytest.raises(TaskError, match="template"):
+        task.prompt(a[0], "chatml")
+    with pytest.raises(TaskError, match="unknown parameter"):
+        validate_point(name, None, {**params, "not_a_param": 1})
+
+
+@pytest.mark.parametrize("name", BACKTRACK)
+def test_cpu_traces_fit_the_tiny_model(name):
+    """Compact prompt + trace at the largest cpu k, in characters (>= tokens of the char tokenizer)."""
+    task = get_task(name)
+    c = cfg(name)
+    params, k = c["params"]["cpu"], max(k_values(c, "cpu"))
+    longest = 0
+    for i, p in enumerate(task.generate(40, 5, params)):
+        trace = task.trace(p, k, "compact", random.Random(i))
+        assert trace.isascii() and count_backtracks(name, trace) == k
+        longest = max(longest, len(task.prompt(p, "compact")[0]["content"]) + len(trace))
+    assert longest <= MAX_LEN, (name, longest)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", BACKTRACK)
+def test_trace_datasets_are_byte_identical_and_correct(name, tmp_path):
+    c = cfg(name)
+    k = min(k_values(c, "cpu")[1:] or [1])
+    spec = {"kind": "data", "task": name, "params": c["params"]["cpu"],
+            "sizes": {"sft": 24, "train": 8, "val": 2, "test": 6}, "template": "compact", "seed": 3}
+    build_data(spec, tmp_path / "d", show_progress=False)
+    shas = set()
+    for style in ("compact", "paper"):
+        for attempt in range(2):
+            out = tmp_path / f"t-{style}-{attempt}"
+            build_traces({"kind": "traces", "task": name, "data": "x", "k": k, "style": style, "seed": 1},
+                         tmp_path / "d", out, show_progress=False)
+            shas.add((style, _sha(out / "sft.parquet")))
+            rows = load_rows(out / "sft.parquet")
+            assert len(rows) == 24
+            for r in rows:
+                assert count_backtracks(name, r["response"]) == k
+                assert score(name, r["response"], r["reward_model"]["ground_truth"]) == 1.0
+    assert len(shas) == 2            # one hash per style: reruns are byte-identical
+
+
+def _grid_supports_task_k_values() -> bool:
+    from reasoning360.sweep import grid
+    return hasattr(grid, "task_k_values")
+
+
+GRID_PATCH = ("configs/grid/{backtrack_all,smoke_all}.yaml need grid.py to read each task's k_values "
+              "(`grid.backtracks: task`) and `grid.rl_only_baselines`")
+
+
+@pytest.mark.skipif(not _grid_supports_task_k_values(), reason=GRID_PATCH)
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_backtrack_all_plans_every_task_with_its_own_k(scale, tmp_path):
+    from compose import compose_cfg
+    from reasoning360.sweep import main
+
+    extra = ["scale=paper", f"model.path={tmp_path}", "launcher=slurm"] if scale == "paper" else []
+    c, plan, _, _ = main.build(compose_cfg(f"paths.root={tmp_path}", "+grid=backtrack_all", *extra))
+    got = {}
+    for pp in plan.points:
+        got.setdefault(pp.point.task, []).append(pp.point.variant)
+    want = {t: [f"k{k}" for k in k_values(cfg(t), scale)] + ["cold_start"] for t in STUDY}
+    assert got == want
+    assert len(plan.points) == (29 if scale == "cpu" else 31)
+
+
+@pytest.mark.skipif(not _grid_supports_task_k_values(), reason=GRID_PATCH)
+def test_smoke_all_plans_one_point_per_task(tmp_path):
+    from compose import compose_cfg
+    from reasoning360.sweep import main
+
+    c, plan, _, _ = main.build(compose_cfg(f"paths.root={tmp_path}", "+grid=smoke_all"))
+    assert [pp.point.name for pp in plan.points] == (
+        [f"{t}-k1-s0" for t in BACKTRACK] + [f"{t}-cold_start-s0" for t in STUDY if t not in BACKTRACK])
+    assert c["data"]["sft_size"] <= 300 and c["sft"]["max_steps"] <= 30 and c["rl"]["steps"] <= 4
