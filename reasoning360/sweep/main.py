@@ -105,6 +105,13 @@ def run(cfg: DictConfig) -> int:
     console = Console()
     try:
         c, plan, store, sweep_dir = build(cfg)
+        if c["launcher"]["name"] == "slurm":     # a bad site profile is refused before anything is written
+            from ..cluster.resources import ResourceError
+            from ..cluster.submit import check_resources
+            try:
+                check_resources(c, plan, need_slurm=False)
+            except ResourceError as e:
+                raise GridError(str(e)) from None
         if not c["sweep"]["dry_run"]:
             record(c, plan, store, sweep_dir)
     except (GridError, sweepdir.SweepDirError) as e:

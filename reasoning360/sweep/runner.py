@@ -76,10 +76,13 @@ def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
             raise DependencyMissing(f"{stage_id}: upstream stage {dep} is not done")
         deps[role] = store.stage(dep).path
     run_name, group = runtime.get("run_name", stage_id), runtime.get("group", "")
+    label = spec["kind"]
+    if label == "eval":   # name evals by what they evaluate: eval-sft, eval-rl, eval-base
+        label = "eval-" + (spec["checkpoint"].split("-")[0] if spec.get("checkpoint") else "base")
 
     def make_tracker(resume_step: int) -> Tracker:
         return Tracker(sd.path, resume_step=resume_step, wandb_cfg=runtime.get("tracking"),
-                       run_name=f"{run_name}/{spec['kind']}", group=group,
+                       run_name=f"{run_name}/{label}", group=group,
                        config={"spec": spec, "stage_id": stage_id})
 
     ctx = StageContext(stage_dir=sd.path, spec=spec, runtime={**runtime, "show_progress": show_progress},

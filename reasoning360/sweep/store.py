@@ -19,6 +19,10 @@ import yaml
 
 from .. import atomic
 
+# libyaml's C dumper/loader: recording 4,000 stage specs takes ~1 s instead of ~10.
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 DONE = "DONE"
 SPEC = "spec.yaml"
 SUMMARY = "summary.json"
@@ -37,7 +41,7 @@ class StageDir:
         return (self.path / DONE).exists()
 
     def spec(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / SPEC).read_text())
+        return yaml.load((self.path / SPEC).read_text(), Loader=_Loader)
 
     def summary(self) -> dict[str, Any]:
         p = self.path / SUMMARY
@@ -46,7 +50,7 @@ class StageDir:
     def write_spec(self, spec: dict[str, Any], runtime: dict[str, Any]) -> None:
         """spec.yaml holds the hashed spec and, apart, the runtime knobs that do not change
         the output (device, workers, tracking)."""
-        text = yaml.safe_dump({"spec": spec, "runtime": runtime}, sort_keys=True)
+        text = yaml.dump({"spec": spec, "runtime": runtime}, Dumper=_Dumper, sort_keys=True)
         atomic.write_text(self.path / SPEC, text)
 
     def mark_done(self, summary: dict[str, Any]) -> None:
@@ -70,5 +74,5 @@ class Store:
         return StageDir(self.root / stage_id)
 
     def load(self, stage_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        doc = yaml.safe_load((self.root / stage_id / SPEC).read_text())
+        doc = yaml.load((self.root / stage_id / SPEC).read_text(), Loader=_Loader)
         return doc["spec"], doc.get("runtime", {})

@@ -1,0 +1,304 @@
+"""What a Slurm job runs: `python -m reasoning360.cluster.job ARRAY.json [--task N]`
+(or `--analysis SWEEP_DIR`; the templates in slurm/ run the same).
+
+ARRAY.json (written by the launcher or `r360 render`) names the store and maps array task
+ids to stage ids; the task id comes from SLURM_ARRAY_TASK_ID (or --task when run by hand).
+One task per node: rank 0 runs the stage, other ranks only host Ray workers.
+
+Signals (the preemption flow):
+  * USR2 (Slurm sends it `launcher.signal_delay_s` before the time limit, or on preemption
+    with `scancel --signal=USR2`): we do NOT let submitit's handler run `checkpoint()` and exit
+    from inside the signal handler, because that would stop the engine mid-step. Our handler
+    only sets `ctx.preempt.requested`; the engine finishes its step, saves a checkpoint and
+    raises `Preempted` (the runner records the attempt); we tear Ray down and requeue the
+    task with submitit's `JobEnvironment._requeue` (`scontrol requeue <job>_<task>`), then exit.
+    The requeued task resumes from that checkpoint; the Tracker truncates metrics rows past
+    it, so no step is logged twice. A stage that does not reach a step boundary within
+    `launcher.preempt_grace_s` (data, traces, eval) is interrupted and requeued anyway.
+  * TERM (scancel, or the time limit itself): raised as KeyboardInterrupt in the main thread,
+    so the runner records the attempt as interrupted, the `with RayCluster` block kills Ray
+    by PID, and the job exits 143.
+Requeues are capped at `launcher.max_requeue` (SLURM_RESTART_COUNT).
+
+Test hook: R360_FAIL_ONCE=<file> whose content is a role, kind or stage-id prefix makes the
+first matching stage fail once (the file is consumed), to exercise failure handling.
+"""
+
+from __future__ import annotations
+
+import _thread
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _log(msg: str) -> None:
+    print(f"[r360 job {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Signals:
+    """USR2 -> preempt flag (then a forced interrupt after a grace period); TERM -> KeyboardInterrupt."""
+
+    def __init__(self, grace_s: float):
+        from ..engines.context import PreemptFlag
+
+        self.flag = PreemptFlag()
+        self.grace_s = grace_s
+        self.usr2_at: float | None = None
+        self.terminated = False
+        self.forced = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGUSR2, self._usr2)
+        signal.signal(signal.SIGTERM, self._term)
+
+    def _usr2(self, signum, frame) -> None:
+        if self.usr2_at is not None:
+            return
+        self.usr2_at = time.time()
+        self.flag.request()
+        _log(f"USR2: checkpoint at the next step boundary, then requeue (grace {self.grace_s:.0f}s)")
+        t = threading.Timer(self.grace_s, self._force)
+        t.daemon = True
+        t.start()
+
+    def _force(self) -> None:
+        if not self.terminated:
+            self.forced = True
+            _thread.interrupt_main()
+
+    def _term(self, signum, frame) -> None:
+        if self.terminated:
+            return
+        self.terminated = True
+        raise KeyboardInterrupt("SIGTERM")
+
+
+def _inject_failure(sid: str, role: str, kind: str) -> None:
+    path = os.environ.get("R360_FAIL_ONCE")
+    if not path or not os.path.exists(path):
+        return
+    try:
+        want = Path(path).read_text().strip()
+    except OSError:
+        return
+    if want not in (role, kind) and not sid.startswith(want):
+        return
+    try:
+        os.rename(path, path + ".used")       # exactly one job claims it
+    except OSError:
+        return
+    from ..sweep import runner
+
+    def failing(ctx):
+        raise RuntimeError(f"injected failure (R360_FAIL_ONCE={path}) in {role} {sid}")
+
+    runner.RUNNERS[kind] = failing
+
+
+def run_analysis(doc: dict) -> int:
+    from ..sweep import results, sweepdir
+
+    sweep = Path(doc["sweep_dir"])
+    plan, store, _ = sweepdir.load(sweep)
+    rows = results.rows(plan, store)
+    csv, _ = results.write(rows, sweep)
+    _log(f"wrote {csv}: {sum(r['state'] == 'done' for r in rows)}/{len(rows)} points done")
+    try:
+        import importlib.util
+
+        has_report = importlib.util.find_spec("analysis.report") is not None
+    except (ImportError, ValueError):
+        has_report = False
+    if has_report:
+        import subprocess
+
+        _log(f"r360 report {sweep}")
+        return subprocess.call([sys.executable, "-m", "reasoning360.cli", "report", str(sweep)])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m reasoning360.cluster.job")
+    ap.add_argument("array_file", nargs="?")
+    ap.add_argument("--task", type=int, default=None, help="task id (default: SLURM_ARRAY_TASK_ID)")
+    ap.add_argument("--analysis", metavar="SWEEP_DIR", help="write the sweep's results (the analysis job)")
+    args = ap.parse_args(argv)
+    if args.analysis:
+        return run_analysis({"sweep_dir": args.analysis})
+    if not args.array_file:
+        ap.error("ARRAY.json (or --analysis SWEEP_DIR) is required")
+    doc = json.loads(Path(args.array_file).read_text())
+    if doc.get("analysis"):
+        return run_analysis(doc)
+    tid = args.task if args.task is not None else int(os.environ.get("SLURM_ARRAY_TASK_ID", "0"))
+    return run_task(doc, tid)
+
+
+def run_task(doc: dict, tid: int) -> int:
+    """Run task `tid` of an array document on this rank; the process exit code."""
+    from ..engines.context import Preempted
+    from ..sweep.store import Store
+    from .ray_bootstrap import RayCluster
+
+    sid = doc["tasks"][str(tid)]
+    role, kind = doc["role"], doc["kind"]
+    rank = int(os.environ.get("SLURM_PROCID", "0"))
+    job_id = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "local")
+    key = f"{job_id}_{tid}" if os.environ.get("SLURM_ARRAY_JOB_ID") else str(job_id)
+    hosts = _hosts()
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    store = Store(doc["store"])
+    if rank == 0:
+        _log(f"{role} {sid} (job {key}, rank {rank}/{len(hosts)}, host {socket.gethostname()}, "
+             f"restart {restarts}) -> {store.stage(sid).path}")
+    sig = Signals(float(doc.get("preempt_grace_s") or 60))
+    sig.install()
+    cluster = None
+    if doc.get("ray"):
+        cluster = RayCluster(key=key, rank=rank, hosts=hosts,
+                             shared_dir=Path(doc["sweep_dir"]) / "slurm" / "ray" / key,
+                             num_cpus=int(os.environ.get("SLURM_CPUS_PER_TASK") or doc.get("cpus") or 1),
+                             num_gpus=int(doc.get("gpus") or 0), interface=doc.get("network_interface"),
+                             join_timeout_s=float(doc.get("ray_join_timeout_s") or 180))
+    if rank > 0:
+        if cluster is None:
+            return 0
+        try:
+            with cluster:
+                sig.install()
+                cluster.wait_released()
+        except KeyboardInterrupt:
+            return 143
+        return 0
+
+    _inject_failure(sid, role, kind)
+    t0 = time.time()
+    try:
+        if _wait_if_busy(store, sid):        # another job (another sweep sharing it) finished it
+            _log(f"{sid} was completed by another job; nothing to do")
+            return 0
+        with (cluster if cluster is not None else contextlib.nullcontext()):
+            sig.install()            # ray.init() replaces the SIGTERM handler
+            summary = _run(store, sid, sig)
+        _log(f"done in {time.time() - t0:.1f}s: {json.dumps(summary, sort_keys=True, default=str)[:400]}")
+        return 0
+    except Preempted as e:
+        _log(f"preempted: {e}")
+        return _requeue(doc, store, sid, restarts)
+    except KeyboardInterrupt:
+        if sig.usr2_at is not None and not sig.terminated:
+            _log("USR2 grace period over: interrupted without a step-boundary checkpoint")
+            return _requeue(doc, store, sid, restarts)
+        _log("terminated (SIGTERM): Ray stopped, stage left resumable")
+        if cluster is not None:     # skip Ray's atexit hooks: its processes are gone already
+            sys.stdout.flush()
+            os._exit(143)
+        return 143
+    except BaseException:
+        traceback.print_exc()
+        sys.stdout.flush()
+        return 1
+
+
+def _run(store, sid: str, sig: Signals) -> dict:
+    from ..sweep.runner import StageBusy, run_stage
+
+    while True:
+        try:
+            return run_stage(store, sid, show_progress=False, preempt=sig.flag)
+        except StageBusy:      # taken between our check and our lock: wait for it again
+            if _wait_if_busy(store, sid):
+                return store.stage(sid).summary()
+
+
+def _wait_if_busy(store, sid: str, poll_s: float = 5.0) -> bool:
+    """If another process holds the stage (a job of another sweep that shares this stage), wait
+    until it lets go; True if the stage is then DONE."""
+    from .status import _locked
+
+    sd = store.stage(sid)
+    if not _locked(str(sd.path)):
+        return sd.is_done()
+    _log(f"{sid} is being run by another job; waiting for it instead of running it twice")
+    while _locked(str(sd.path)):
+        time.sleep(poll_s)
+    return sd.is_done()
+
+
+class StageJob:
+    """One stage as a submitit job, for Python users of submitit:
+
+        ex = submitit.AutoExecutor(folder="logs"); ex.update_parameters(slurm_signal_delay_s=90, ...)
+        ex.submit(StageJob(store_root, stage_id))
+
+    It is Checkpointable in submitit's sense, but USR2 is handled as in the arrays: the handler
+    only asks the engine to checkpoint at its next step boundary, then the job requeues itself.
+    `checkpoint()` is what submitit calls if USR2 arrives before the stage started."""
+
+    def __init__(self, store: str, stage_id: str, *, ray: bool = False, preempt_grace_s: float = 60,
+                 max_requeue: int = 10):
+        self.doc = {"store": str(store), "sweep_dir": str(Path(store).parent), "tasks": {"0": stage_id},
+                    "role": "", "kind": "", "ray": ray, "preempt_grace_s": preempt_grace_s,
+                    "max_requeue": max_requeue}
+
+    def __call__(self) -> int:
+        from ..sweep.store import Store
+
+        spec, _ = Store(self.doc["store"]).load(self.doc["tasks"]["0"])
+        self.doc["role"] = self.doc["kind"] = spec["kind"]
+        rc = run_task(self.doc, 0)
+        if rc == 255:                     # requeued: leave like submitit's own handler does
+            sys.exit(-1)
+        if rc:
+            raise RuntimeError(f"stage {self.doc['tasks']['0']} failed (exit {rc}); see the job log")
+        return rc
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+
+def _hosts() -> list[str]:
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        return [socket.gethostname()]
+    from .slurm_query import expand_nodelist
+
+    return expand_nodelist(nodelist)
+
+
+def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
+    limit = int(doc.get("max_requeue") or 10)
+    if restarts >= limit:
+        msg = (f"not requeued: preempted or timed out {restarts + 1} times "
+               f"(launcher.max_requeue={limit}); resubmit with r360 resubmit --failed")
+        store.stage(sid).mark_failed(msg + "\n")
+        _log(msg)
+        return 1
+    if not os.environ.get("SLURM_JOB_ID"):
+        _log("preempted outside Slurm: rerun to resume")
+        return 3
+    import submitit
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the requeue itself signals this step
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
+    env = submitit.JobEnvironment()
+    env._requeue(limit - restarts - 1)
+    _log(f"requeued {env.job_id} (restart {restarts + 1}/{limit}); it resumes from its checkpoint")
+    return 255
+
+
+if __name__ == "__main__":
+    sys.exit(main())

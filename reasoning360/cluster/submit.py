@@ -1,0 +1,380 @@
+"""Plan -> arrays -> sbatch: what `python sweep.py launcher=slurm`, `r360 resubmit` and
+`r360 render` share.
+
+Order of work: check the site profile and every resource request against the partition
+(before anything is written or submitted), ask squeue once which of the sweep's recorded
+jobs are still queued, submit only stages that are neither DONE nor queued, record the job
+ids in jobs.json, and return. Nothing keeps running on the login node.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .. import atomic
+from ..sweep.graph import ROLES, Plan
+from ..sweep.store import Store
+from . import arrays as arrays_mod
+from . import resources, sbatch, slurm_query
+from .jobs import JobsFile, locked
+from .resources import ResourceError, Resources
+
+STUCK_REASONS = ("DependencyNeverSatisfied",)
+
+
+def slurm_dir(sweep_dir: Path) -> Path:
+    return Path(sweep_dir) / "slurm"
+
+
+def logs_dir(sweep_dir: Path) -> Path:
+    return slurm_dir(sweep_dir) / "logs"
+
+
+def _launcher(c: dict) -> dict:
+    return c.get("launcher") or {}
+
+
+def stage_needs_ray(c: dict, kind: str, runtime: dict, res: Resources, spec_engine: str | None) -> bool:
+    mode = str(_launcher(c).get("ray", "auto")).lower()
+    if mode in ("always", "true"):
+        return kind in ("sft", "rl", "eval")
+    if mode in ("never", "false"):
+        return False
+    return kind in ("sft", "rl", "eval") and (
+        res.nodes > 1 or (kind == "rl" and int(runtime.get("rollout_workers") or 0) > 0)
+        or str(spec_engine or "").startswith("verl"))
+
+
+def check_resources(c: dict, plan: Plan, need_slurm: bool) -> tuple[dict[str, Resources], Any]:
+    """Resolve and check every stage kind's resources; (kind -> Resources, ClusterInfo|None)."""
+    resources.check_profile(c)
+    kinds = sorted({s.kind for s in plan.stages.values()} | {"analysis"})
+    res = {k: resources.resolve(c, k) for k in kinds}
+    info = None
+    if slurm_query.available():
+        info = slurm_query.cluster_info()
+        for k in kinds:
+            resources.check_against(res[k], info)
+    elif need_slurm:
+        raise ResourceError("launcher.name: slurm, but sbatch/squeue are not on PATH here; "
+                            "submit from a login node, or use sweep.dry_run=true / r360 render")
+    return res, info
+
+
+MARKER = ".slurm-job"     # in a stage dir: "<jobid>_<task> <sweep dir>" of the job last submitted for it
+
+
+def queue_state(jobs: JobsFile, store: Store, candidates: set[str]
+                ) -> tuple[dict[str, str], list[str], dict[str, slurm_query.TaskState]]:
+    """(stage id -> live job ref, stuck job refs, squeue snapshot) from at most one squeue call.
+
+    Live jobs are this sweep's (jobs.json) and, for content-addressed stages shared with other
+    sweeps, whatever job the stage's marker names: a stage another sweep has queued is waited
+    for, not submitted twice."""
+    if not slurm_query.available():
+        return {}, [], {}
+    refs = {sid: r[-1][0] for sid, r in jobs.stage_refs().items()}
+    for sid in candidates:
+        if sid not in refs:
+            try:
+                refs[sid] = (store.stage(sid).path / MARKER).read_text().split()[0]
+            except (OSError, IndexError):
+                pass
+    ids = set(jobs.job_ids()) | {r.split("_")[0] for r in refs.values()}
+    if not ids:
+        return {}, [], {}
+    q = slurm_query.squeue(ids)
+    live, stuck = {}, []
+    for sid, ref in refs.items():
+        t = q.get(ref)
+        if t is None or t.state not in slurm_query.LIVE:
+            continue
+        if t.state == "PENDING" and t.reason in STUCK_REASONS:
+            stuck.append(ref)
+        else:
+            live[sid] = ref
+    return live, stuck, q
+
+
+def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console: Console, *,
+           only: set[str] | None = None, mode: str = "launch", note: str = "launch") -> int:
+    """mode: launch (submit) | dry_run (print the plan) | render (write sbatch files)."""
+    sweep_dir = Path(sweep_dir)
+    dry = mode == "dry_run" or bool(c["sweep"].get("dry_run"))
+    if dry:
+        mode = "dry_run"
+    t0 = time.perf_counter()
+    try:
+        res, info = check_resources(c, plan, need_slurm=(mode == "launch"))
+    except (ResourceError, slurm_query.SlurmError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    la = _launcher(c)
+    max_arr = info.max_array_size if info else 1001
+    if la.get("max_array_size"):
+        max_arr = min(max_arr, int(la["max_array_size"]))
+    jobs = JobsFile(sweep_dir)
+    with (locked(sweep_dir) if mode == "launch" else _nullctx()):
+        done = {sid for sid in plan.stages if store.stage(sid).is_done()}
+        live, stuck, q = queue_state(jobs, store, set(plan.stages) - done)
+        todo = {sid for sid in plan.stages if sid not in done and sid not in live}
+        if only is not None:
+            todo &= set(only)
+        runtimes = {sid: _runtime(store, plan, sid) for sid in todo}
+
+        def resources_of(sid: str, kind: str) -> Resources:
+            return res[kind]
+
+        arrs = arrays_mod.build(plan, todo, live, resources_of, max_array_size=max_arr,
+                                max_groups=int(la.get("max_groups") or 16),
+                                throttle=int(c["sweep"].get("array_parallelism") or 64))
+        if mode == "dry_run":
+            print_plan(c, plan, arrs, res, done, live, console, max_arr)
+            return 0
+        if mode == "render":
+            out = render(c, plan, store, sweep_dir, arrs, res, live, runtimes)
+            console.print(f"wrote {len(arrs)} sbatch file(s) and {out / 'submit.sh'}", highlight=False)
+            return 0
+        if not arrs:
+            _nothing_to_do(c, plan, store, sweep_dir, done, live, console)
+            return 0
+        # stuck dependents of what is resubmitted, and the sweep's pending analysis job (a new
+        # one waits for everything), go first, in one scancel call
+        cancel = [ref for ref in stuck if _sid_of(jobs, ref) in todo]
+        cancel += [j["job_id"] for j in jobs.analysis_jobs()
+                   if j["job_id"] in q and q[j["job_id"]].state == "PENDING"]
+        if cancel:
+            slurm_query.scancel(cancel)
+        records, analysis, err = _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs)
+        jobs.add(records, analysis, note=note)
+    dt = time.perf_counter() - t0
+    n_tasks = sum(len(a["tasks"]) for a in records)
+    console.print(f"sweep [bold]{c['sweep']['name']}[/]: {len(plan.points)} points, {len(plan.stages)} stages "
+                  f"({len(done)} done, {len(live)} queued) -> {sweep_dir}", highlight=False)
+    for a in records:
+        console.print(f"  {a['name']:<18} job {a['job_id']:<8} {len(a['tasks']):>5} task(s)  "
+                      f"{a['dependency'] or '-'}", highlight=False)
+    if analysis:
+        console.print(f"  {'analysis':<18} job {analysis['job_id']:<8}     1 job      afterany", highlight=False)
+    if err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 1
+    console.print(f"submitted {len(records)} array(s), {n_tasks} task(s) in {dt:.2f}s; "
+                  f"follow with: r360 status {sweep_dir}", highlight=False)
+    return 0
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _sid_of(jobs: JobsFile, ref: str) -> str | None:
+    jid, _, tid = ref.partition("_")
+    for a in jobs.arrays():
+        if a["job_id"] == jid:
+            return a["tasks"].get(tid)
+    return None
+
+
+def _runtime(store: Store, plan: Plan, sid: str) -> dict:
+    st = plan.stages[sid]
+    if st.runtime:
+        return {**st.runtime, "_engine": st.spec.get("engine")}
+    doc = _load_spec(store, sid)     # a plan read back from disk (resubmit): the store has it
+    return {**(doc.get("runtime") or {}), "_engine": (doc.get("spec") or {}).get("engine")}
+
+
+def _load_spec(store: Store, sid: str) -> dict:
+    import yaml
+
+    try:
+        text = (store.stage(sid).path / "spec.yaml").read_text()
+    except OSError:
+        return {}
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+
+
+def array_file_doc(c: dict, store: Store, sweep_dir: Path, arr: arrays_mod.Array,
+                   runtimes: dict[str, dict]) -> dict:
+    la = _launcher(c)
+    any_ray = any(stage_needs_ray(c, arr.kind, runtimes.get(s, {}), arr.resources,
+                                  runtimes.get(s, {}).get("_engine")) for s in arr.tasks.values())
+    return {"store": str(store.root), "sweep_dir": str(Path(sweep_dir).resolve()), "name": arr.name,
+            "role": arr.role, "kind": arr.kind, "offset": arr.offset,
+            "tasks": {str(t): s for t, s in sorted(arr.tasks.items())},
+            "ray": any_ray, "ray_join_timeout_s": float(la.get("ray_join_timeout_s") or 180),
+            "gpus": arr.resources.gpus, "cpus": arr.resources.cpus,
+            "preempt_grace_s": float(la.get("preempt_grace_s") or 60),
+            "max_requeue": int(la.get("max_requeue") or 10),
+            "network_interface": (c.get("cluster") or {}).get("network_interface")}
+
+
+def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
+    folder = logs_dir(sweep_dir)
+    adir = slurm_dir(sweep_dir) / "arrays"
+    folder.mkdir(parents=True, exist_ok=True)
+    seq = len(jobs.submissions)
+    py = sbatch.python_cmd(c)
+    ids: dict[str, str] = {}
+    records: list[dict] = []
+    analysis = None
+    err = None
+    try:
+        for arr in arrs:
+            afile = adir / f"{seq:03d}-{arr.name}.json"
+            atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, runtimes))
+            command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+            p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
+                              array=arr.array_spec, n_tasks=len(arr.tasks))
+            dep = arr.dependency(ids)
+            jid, sfile = sbatch.submit(folder, command, p, dep)
+            ids[arr.name] = jid
+            for t, sid in arr.tasks.items():
+                try:
+                    (store.stage(sid).path / MARKER).write_text(f"{jid}_{t} {sweep_dir}\n")
+                except OSError:
+                    pass
+            records.append({"name": arr.name, "job_id": jid, "role": arr.role, "kind": arr.kind,
+                            "chunk": arr.chunk, "offset": arr.offset,
+                            "tasks": {str(t): s for t, s in sorted(arr.tasks.items())},
+                            "array": arr.array_spec, "dependency": dep, "sbatch": str(sfile),
+                            "array_file": str(afile), "logs": str(folder),
+                            "resources": arr.resources.describe(), "submitted": time.time(),
+                            "totals": _totals(plan, store, arr)})
+        after = list(ids.values()) + sorted({r.split("_")[0] for r in live.values()})
+        afile = adir / f"{seq:03d}-analysis.json"
+        atomic.write_json(afile, {"analysis": True, "store": str(store.root),
+                                  "sweep_dir": str(Path(sweep_dir).resolve())})
+        command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+        p = sbatch.params(c, res["analysis"], job_name=f"r360-{c['sweep']['name']}-analysis",
+                          array=None, n_tasks=None)
+        dep = "afterany:" + ":".join(after) if after else ""
+        jid, sfile = sbatch.submit(folder, command, p, dep)
+        analysis = {"job_id": jid, "dependency": dep, "sbatch": str(sfile), "logs": str(folder),
+                    "submitted": time.time()}
+    except Exception as e:   # record what went in; the rerun submits the rest
+        err = f"submission stopped: {type(e).__name__}: {e}"
+    return records, analysis, err
+
+
+def _totals(plan: Plan, store: Store, arr: arrays_mod.Array) -> dict[str, int]:
+    """Total steps of the SFT/RL stages of an array (what `r360 status` shows as step/total)."""
+    from .status import _spec_total
+
+    if arr.kind not in ("sft", "rl"):
+        return {}
+    out = {}
+    for sid in arr.tasks.values():
+        spec = plan.stages[sid].spec
+        if len(spec) <= 4:          # a plan loaded from disk: the full spec is in the store
+            spec = _load_spec(store, sid).get("spec") or {}
+        total = _spec_total(spec)
+        if total is not None:
+            out[sid] = int(total)
+    return out
+
+
+def _nothing_to_do(c, plan, store, sweep_dir, done, live, console) -> None:
+    if len(done) == len(plan.stages):
+        from ..sweep import results
+
+        rows = results.rows(plan, store)
+        console.print(results.render(rows, title=f"{c['sweep']['name']}: results"))
+        csv, _ = results.write(rows, Path(sweep_dir))
+        console.print(f"every stage is done; wrote {csv}", highlight=False)
+    else:
+        console.print(f"nothing to submit: {len(done)} stage(s) done, {len(live)} queued or running; "
+                      f"r360 status {sweep_dir}", highlight=False)
+
+
+def print_plan(c, plan, arrs, res, done, live, console, max_arr) -> None:
+    from rich.table import Table
+
+    by_role: dict[str, set] = {}
+    for pp in plan.points:
+        for r, sid in pp.stages.items():
+            by_role.setdefault(r, set()).add(sid)
+    t = Table(title=f"plan {c['sweep']['name']}: {len(plan.points)} points, {len(plan.stages)} stages "
+                    f"(MaxArraySize {max_arr})")
+    for col in ("stage", "unique", "done", "queued", "to submit"):
+        t.add_column(col, justify="right" if col != "stage" else "left")
+    todo_all = {s for a in arrs for s in a.tasks.values()}
+    for r in ROLES:
+        sids = by_role.get(r, set())
+        if sids:
+            t.add_row(r, str(len(sids)), str(len(sids & done)), str(len(sids & set(live))),
+                      str(len(sids & todo_all)))
+    console.print(t)
+    a = Table(title="arrays (submission order)")
+    for col in ("array", "tasks", "ids %throttle", "resources", "depends on", "GPU-h"):
+        a.add_column(col)
+    gpu_h = 0.0
+    for arr in arrs:
+        g = len(arr.tasks) * arr.resources.gpu_hours
+        gpu_h += g
+        a.add_row(arr.name, str(len(arr.tasks)), _short(arr.array_spec), arr.resources.describe(),
+                  arr.describe_deps() + (f" (coarsened {arr.coarsened})" if arr.coarsened else ""),
+                  f"{g:.1f}")
+    if arrs:
+        an = res["analysis"]
+        a.add_row("analysis", "1", "-", an.describe(), "afterany all arrays", f"{an.gpu_hours:.1f}")
+        gpu_h += an.gpu_hours
+    console.print(a)
+    cpu_h = sum(len(x.tasks) * x.resources.nodes * x.resources.cpus * x.resources.time_minutes / 60 for x in arrs)
+    console.print(f"requested (time limits x resources): {gpu_h:.1f} GPU-hours, {cpu_h:.1f} CPU-hours; "
+                  f"{len(arrs)} array(s), {sum(len(x.tasks) for x in arrs)} task(s)", highlight=False)
+    console.print("dry run: nothing submitted", highlight=False)
+
+
+def _short(s: str, n: int = 28) -> str:
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def render(c, plan, store, sweep_dir, arrs, res, live, runtimes) -> Path:
+    """Write the sbatch files the launcher would submit now, and submit.sh that chains them."""
+    out = slurm_dir(sweep_dir) / "render"
+    adir = out / "arrays"
+    folder = logs_dir(sweep_dir)
+    py = sbatch.python_cmd(c)
+    lines = ["#!/usr/bin/env bash",
+             f"# Submit sweep {c['sweep']['name']} by hand: the arrays `python sweep.py launcher=slurm`",
+             "# would submit now, in order, with the same dependencies. Job ids are captured as they come.",
+             "set -euo pipefail", 'cd "$(dirname "$0")"', f"mkdir -p {shlex.quote(str(folder))}"]
+    ids = {}
+    for i, arr in enumerate(arrs):
+        afile = adir / f"{i:02d}-{arr.name}.json"
+        atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, runtimes))
+        command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+        p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
+                          array=arr.array_spec, n_tasks=len(arr.tasks))
+        fname = f"{i:02d}-{arr.name}.sbatch"
+        atomic.write_text(out / fname, sbatch.text(folder, command, p))
+        var = "J_" + arr.name.replace("-", "_")
+        dep = arr.dependency({n: "${%s}" % ("J_" + n.replace("-", "_")) for n in ids})
+        dep_flag = f' --dependency="{dep}"' if dep else ""
+        lines.append(f"{var}=$(sbatch --parsable{dep_flag} {fname}); {var}=${{{var}%%;*}}; "
+                     f"echo \"{arr.name}: ${var}\"")
+        ids[arr.name] = var
+    if arrs:
+        afile = adir / "analysis.json"
+        atomic.write_json(afile, {"analysis": True, "store": str(store.root),
+                                  "sweep_dir": str(Path(sweep_dir).resolve())})
+        command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+        p = sbatch.params(c, res["analysis"], job_name=f"r360-{c['sweep']['name']}-analysis",
+                          array=None, n_tasks=None)
+        atomic.write_text(out / "analysis.sbatch", sbatch.text(folder, command, p))
+        after = ":".join([f"${{{v}}}" for v in ids.values()] + sorted({r.split('_')[0] for r in live.values()}))
+        lines.append(f'sbatch --dependency="afterany:{after}" analysis.sbatch')
+    atomic.write_text(out / "submit.sh", "\n".join(lines) + "\n")
+    os.chmod(out / "submit.sh", 0o755)
+    return out
