@@ -1,0 +1,114 @@
+"""Models and devices for the local engine.
+
+A stage's policy comes from (in order) its upstream stage's `model/` directory, a local HF
+checkpoint at `model.path`, or a seeded random Llama/Qwen2 of the configured size, so the
+cold-start, SFT->RL and paper-scale cases all go through one function. No hub ids are ever
+passed to `from_pretrained`: only directories that exist.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .tokenizer import load_tokenizer
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def setup_runtime(runtime: dict[str, Any] | None) -> torch.device:
+    """Apply `threads` and pick the device (`auto` = cuda when present)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()          # no per-save/load bars in job logs
+    runtime = runtime or {}
+    threads = int(runtime.get("threads") or 0)
+    if threads <= 0:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    want = (runtime.get("device") or "auto").lower()
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("engine.device=cuda but no CUDA device is visible")
+    return torch.device(want)
+
+
+def build_config(model_cfg: dict[str, Any], tokenizer):
+    """HF config of a from-scratch model: `arch` llama or qwen2 at the configured size."""
+    from transformers import LlamaConfig, Qwen2Config
+
+    arch = (model_cfg.get("arch") or "llama").lower()
+    hidden, heads = int(model_cfg["hidden_size"]), int(model_cfg["num_heads"])
+    common = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=int(model_cfg["num_layers"]),
+        num_attention_heads=heads, num_key_value_heads=int(model_cfg.get("num_kv_heads") or heads),
+        intermediate_size=int(model_cfg["intermediate_size"]),
+        max_position_embeddings=int(model_cfg.get("max_seq_len") or 512),
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        rms_norm_eps=1e-5, initializer_range=0.02)
+    if arch == "llama":
+        return LlamaConfig(**common)
+    if arch == "qwen2":
+        return Qwen2Config(**common, use_sliding_window=False)
+    raise ValueError(f"model.arch={arch!r}: expected llama or qwen2 (or set model.path)")
+
+
+def build_model(model_cfg: dict[str, Any], tokenizer, seed: int):
+    """A seeded random model: the same seed gives the same weights."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = build_config(model_cfg, tokenizer)
+    cfg._attn_implementation = "sdpa"
+    devices = []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_policy(model_cfg: dict[str, Any], init_dir: str | Path | None, seed: int,
+                device: torch.device):
+    """(model, tokenizer): from `init_dir/model`, else `model.path`, else built from scratch."""
+    from transformers import AutoModelForCausalLM
+
+    src = None
+    if init_dir is not None:
+        src = Path(init_dir) / "model"
+        if not (src / "config.json").exists():
+            raise FileNotFoundError(f"upstream stage {init_dir} has no model/ directory")
+    elif model_cfg.get("path"):
+        src = Path(model_cfg["path"]).expanduser()
+        if not (src / "config.json").exists():
+            raise FileNotFoundError(f"model.path={src} is not a local HF checkpoint directory")
+    tokenizer = load_tokenizer(model_cfg, src)
+    dtype = DTYPES.get(str(model_cfg.get("dtype") or "float32"), torch.float32)
+    if src is not None:
+        # No model config (an eval of a checkpoint): keep the dtype the checkpoint was saved in.
+        load_dtype = dtype if model_cfg.get("dtype") else "auto"
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=load_dtype, attn_implementation="sdpa")
+    else:
+        model = build_model(model_cfg, tokenizer, seed).to(dtype)
+    return model.to(device), tokenizer
+
+
+def load_reference(model, device: torch.device):
+    """A frozen copy of the policy (the KL reference)."""
+    import copy
+
+    ref = copy.deepcopy(model).to(device)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def num_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,166 @@
+"""Supervised fine-tuning on the k-backtrack traces (loss on completion tokens only).
+
+Resumable: batch s is a pure function of (seed, s) and checkpoints carry optimizer, scheduler
+and RNG state, so a run killed at any step and rerun ends with the same model as one that was
+never interrupted. Preemption (ctx.preempt) saves a checkpoint at the next step boundary and
+raises Preempted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ...progress import progress_bar
+from ..context import Preempted, StageContext
+from . import checkpoint as ckpt
+from .data import BucketedOrder, encode_sft, read_rows
+from .model import load_policy, num_params, setup_runtime
+
+DEFAULTS = {"lr": 1e-3, "batch_size": 64, "max_steps": 1500, "warmup_ratio": 0.1, "warmup_steps": None,
+            "schedule": "cosine", "weight_decay": 0.0, "grad_clip": 1.0, "save_every": 200,
+            "max_len": 384, "micro_batch_size": None, "log_every": 1, "keep_checkpoints": 1,
+            "betas": [0.9, 0.95]}
+
+
+def make_optimizer(model, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on norms and biases (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": float(cfg.get("weight_decay") or 0.0)},
+              {"params": other, "weight_decay": 0.0}]
+    betas = tuple(cfg.get("betas") or (0.9, 0.95))
+    return torch.optim.AdamW(groups, lr=float(cfg["lr"]), betas=betas, eps=1e-8)
+
+
+def make_scheduler(optimizer, cfg: dict[str, Any], total_steps: int):
+    """cosine | linear | constant, each with linear warmup (warmup_steps or warmup_ratio)."""
+    from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
+                              get_linear_schedule_with_warmup)
+
+    warm = cfg.get("warmup_steps")
+    if warm is None:
+        warm = int(math.ceil(float(cfg.get("warmup_ratio") or 0.0) * total_steps))
+    kind = (cfg.get("schedule") or "cosine").lower()
+    if kind == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, int(warm), total_steps)
+    if kind == "linear":
+        return get_linear_schedule_with_warmup(optimizer, int(warm), total_steps)
+    if kind == "constant":
+        return get_constant_schedule_with_warmup(optimizer, int(warm))
+    raise ValueError(f"schedule={kind!r}: expected cosine, linear or constant")
+
+
+def show_progress(ctx: StageContext) -> bool:
+    return bool((ctx.runtime or {}).get("show_progress", ctx.show_progress))
+
+
+def _collate(examples, pad_id: int, device):
+    """Right-padded ids, attention mask and labels (-100 on prompt and padding)."""
+    L = max(len(e.ids) for e in examples)
+    ids = torch.full((len(examples), L), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), L), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), L), dtype=torch.long)
+    for i, e in enumerate(examples):
+        t = torch.tensor(e.ids)
+        ids[i, :len(e.ids)] = t
+        mask[i, :len(e.ids)] = 1
+        labels[i, e.n_prompt:len(e.ids)] = t[e.n_prompt:]
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def sft_step(model, examples, pad_id: int, micro: int, device) -> tuple[float, int, int]:
+    """Forward/backward over `examples` in micro-batches; the gradient equals that of the mean
+    completion-token loss of the whole batch. Returns (loss, completion tokens, all tokens)."""
+    n_target = sum(len(e.ids) - e.n_prompt for e in examples)
+    n_tokens = sum(len(e.ids) for e in examples)
+    total = 0.0
+    for s in range(0, len(examples), micro):
+        ids, _, labels = _collate(examples[s:s + micro], pad_id, device)
+        # Right padding under causal attention never reaches a real position, so no mask is
+        # needed; without one SDPA takes its causal fast path (25% faster steps measured).
+        logits = model(input_ids=ids).logits
+        loss_sum = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=-100, reduction="sum")
+        (loss_sum / n_target).backward()
+        total += loss_sum.item()
+    return total / n_target, n_target, n_tokens
+
+
+def run_sft(ctx: StageContext) -> dict[str, Any]:
+    spec = ctx.spec
+    cfg = {**DEFAULTS, **(spec.get("sft") or {})}
+    seed = int(spec.get("seed", 0))
+    device = setup_runtime(ctx.runtime)
+    torch.manual_seed(seed)
+    model, tok = load_policy(spec["model"], None, seed, device)
+
+    rows = read_rows(Path(ctx.deps["traces"]) / "sft.parquet")
+    examples, dropped = encode_sft(tok, rows, int(cfg["max_len"]))
+    bs, max_steps = int(cfg["batch_size"]), int(cfg["max_steps"])
+    micro = int(cfg.get("micro_batch_size") or bs)
+    order = BucketedOrder([len(e.ids) for e in examples], bs, seed)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, max_steps)
+
+    step = 0
+    last = ckpt.latest_checkpoint(ctx.stage_dir)
+    if last is not None:
+        step = int(ckpt.load_checkpoint(last, model, opt, sched)["step"])
+    tracker = ctx.make_tracker(step)
+    save_every, log_every = int(cfg["save_every"] or 0), max(1, int(cfg["log_every"] or 1))
+    keep = int(cfg["keep_checkpoints"] or 1)
+
+    def save(at: int) -> None:
+        ckpt.save_checkpoint(ctx.stage_dir, at, model, tok, opt, sched,
+                             extra={"data_position": at, "epoch": at // order.per_epoch}, keep=keep)
+
+    model.train()
+    t_start, tokens_seen, window = time.perf_counter(), 0, []
+    loss = float("nan")
+    with progress_bar("sft", total=max_steps, start=step, enabled=show_progress(ctx)) as bar:
+        while step < max_steps:
+            t0 = time.perf_counter()
+            batch = [examples[i] for i in order.batch(step)]
+            lr = sched.get_last_lr()[0]
+            loss, n_target, n_tokens = sft_step(model, batch, tok.pad_token_id, micro, device)
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"] or 1e9))
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            dt = time.perf_counter() - t0
+            tokens_seen += n_tokens
+            window.append((loss, float(gnorm), n_tokens, dt))
+            if step % log_every == 0 or step == max_steps:
+                tracker.log(step, loss=sum(w[0] for w in window) / len(window), lr=lr,
+                            grad_norm=sum(w[1] for w in window) / len(window),
+                            tokens_per_s=sum(w[2] for w in window) / max(sum(w[3] for w in window), 1e-9),
+                            epoch=step / order.per_epoch)
+                window = []
+            bar.advance(1, loss=loss)
+            saved = False
+            if save_every and step % save_every == 0 and step < max_steps:
+                save(step)
+                saved = True
+            if ctx.preempt.requested:
+                if window:
+                    tracker.log(step, loss=sum(w[0] for w in window) / len(window), lr=lr,
+                                grad_norm=sum(w[1] for w in window) / len(window),
+                                epoch=step / order.per_epoch)
+                if not saved:
+                    save(step)
+                tracker.close(finished=False)
+                raise Preempted(f"sft preempted at step {step}")
+
+    ckpt.save_final_model(ctx.stage_dir, model, tok)
+    tracker.close(finished=True)
+    wall = time.perf_counter() - t_start
+    return {"steps": max_steps, "final_loss": loss if math.isfinite(loss) else None, "examples": len(examples), "dropped_too_long": dropped,
+            "epochs": max_steps / order.per_epoch, "params": num_params(model),
+            "tokens_per_s": tokens_seen / max(wall, 1e-9), "wall_s": wall, "device": str(device)}
