@@ -130,6 +130,8 @@ def eval_spec(c: dict, data_id: str, checkpoint_id: str | None) -> dict:
 def runtime_of(c: dict, p: Point, sweep_name: str) -> dict:
     """Knobs that change how a stage runs, not what it produces (not hashed)."""
     return {"device": c["engine"].get("device", "auto"), "threads": c["engine"].get("threads", 0),
-            "rollout_workers": c["rollout"].get("workers", 0), "tracking": c["tracking"],
+            "rollout_workers": c["rollout"].get("workers", 0),
+            "rollout_threads_per_worker": c["rollout"].get("threads_per_worker", 1),
+            "rollout_vllm": c["rollout"].get("vllm"), "tracking": c["tracking"],
             "engine": c["engine"],
             "run_name": p.name, "group": sweep_name}

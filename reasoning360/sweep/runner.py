@@ -140,6 +140,7 @@ class _lock:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # effective only before torch loads
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print("usage: python -m reasoning360.sweep.runner STORE STAGE_ID", file=sys.stderr)

@@ -14,7 +14,6 @@ uninterrupted run would have taken.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
