@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 
-from ...atomic import atomic_path
 from ...progress import progress_bar
 from ..context import StageContext
+from ..eval_items import summarize, write_items
 from . import data as D
 from .model import load_policy, setup_runtime
 from .sampler import SamplingParams, generate
@@ -62,21 +62,8 @@ def evaluate_rows(model, tokenizer, rows: list[dict], cfg: dict[str, Any], seed:
             "backtracks": int(count_backtracks(row["data_source"], c.text)),
             "difficulty": json.dumps(difficulty, sort_keys=True) if difficulty is not None else None,
         })
-    n = max(len(items), 1)
-    summary = {"accuracy": sum(it["correct"] for it in items) / n,
-               "format_rate": sum(it["format_ok"] for it in items) / n,
-               "mean_score": sum(it["score"] for it in items) / n,
-               "mean_response_tokens": sum(it["response_tokens"] for it in items) / n,
-               "mean_backtracks": sum(it["backtracks"] for it in items) / n,
-               "n": len(items)}
-    return items, summary
+    return items, summarize(items)
 
-
-def write_items(path: Path, items: list[dict]) -> None:
-    import pandas as pd
-
-    with atomic_path(path) as tmp:
-        pd.DataFrame(items).to_parquet(tmp, index=False)
 
 
 def run_eval(ctx: StageContext) -> dict[str, Any]:

@@ -221,7 +221,8 @@ def run_grpo(ctx) -> dict[str, Any]:
 def run_eval(ctx) -> dict[str, Any]:
     """Greedy generation on the held-out split with verl's val-only mode (vLLM), then scored by
     reasoning360.tasks exactly as the local engine's eval: items.parquet + summary."""
-    from .data import eval_items, load_tokenizer, read_generations, write_items
+    from ..eval_items import write_items
+    from .data import eval_items, load_tokenizer, read_generations
     from .launch import VerlFailed, log_tail, run_process, write_script
     from ..context import Preempted
     from ..local.data import read_rows

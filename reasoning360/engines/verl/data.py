@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...atomic import atomic_dir, atomic_path
+from ..eval_items import summarize, write_items
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -157,18 +158,5 @@ def eval_items(test_rows: list[dict], generations: list[dict], tokenizer=None) -
             "difficulty": json.dumps(difficulty, sort_keys=True) if difficulty is not None else None,
             "verl_score": g.get("score"),
         })
-    n = max(len(items), 1)
-    summary = {"accuracy": sum(it["correct"] for it in items) / n,
-               "format_rate": sum(it["format_ok"] for it in items) / n,
-               "mean_score": sum(it["score"] for it in items) / n,
-               "mean_response_tokens": sum(it["response_tokens"] for it in items) / n,
-               "mean_backtracks": sum(it["backtracks"] for it in items) / n,
-               "n": len(items)}
-    return items, summary
+    return items, summarize(items)
 
-
-def write_items(path: Path, items: list[dict]) -> None:
-    import pandas as pd
-
-    with atomic_path(path) as tmp:
-        pd.DataFrame(items).to_parquet(tmp, index=False)
