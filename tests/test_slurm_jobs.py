@@ -50,7 +50,7 @@ def test_aftercorr_semantics(slurm_cluster, tmp_path):
             keys = [f"{a}_0", f"{a}_2", f"{b}_0", f"{b}_1", f"{b}_2"]
             return acct if all(k in acct and acct[k].state == "COMPLETED" and acct[k].start
                                for k in keys) else None
-        acct = wait_for(finished, 60, what="the two arrays")
+        acct = wait_for(finished, 240, what="the two arrays")
         assert acct[f"{b}_0"].start < acct[f"{a}_2"].end          # corresponding task only
         assert acct[f"{b}_1"].start >= acct[f"{a}_2"].end         # no task 1 upstream: waits for all
     finally:

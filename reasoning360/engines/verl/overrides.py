@@ -324,6 +324,7 @@ LOCAL_ONLY: dict[str, str] = {
     "model.intermediate_size": "from-scratch architecture (local engine)",
     "model.tokenizer": "verl always uses the checkpoint's own tokenizer (= tokenizer: path)",
     "rollout.workers": "Ray rollout actors of the local engine; verl sizes its vLLM servers itself",
+    "rollout.threads_per_worker": "torch threads in each Ray rollout actor of the local engine",
     "rl.micro_batch_size": "prompts per forward pass (local); verl: engine.verl.micro_batch_size_per_gpu",
     "sft.micro_batch_size": "examples per forward pass (local); verl: engine.verl.micro_batch_size_per_gpu",
     "sft.log_every": "verl logs every step",
