@@ -333,7 +333,29 @@ def print_plan(c, plan, arrs, res, done, live, console, max_arr) -> None:
     cpu_h = sum(len(x.tasks) * x.resources.nodes * x.resources.cpus * x.resources.time_minutes / 60 for x in arrs)
     console.print(f"requested (time limits x resources): {gpu_h:.1f} GPU-hours, {cpu_h:.1f} CPU-hours; "
                   f"{len(arrs)} array(s), {sum(len(x.tasks) for x in arrs)} task(s)", highlight=False)
+    _print_engine_commands(c, plan, console)
     console.print("dry run: nothing submitted", highlight=False)
+
+
+def _print_engine_commands(c, plan, console) -> None:
+    """For verl stages: the exact command line of one stage per kind (each stage writes its
+    own to verl_cmd.sh when it runs)."""
+    if not str(c["engine"]["name"]).startswith("verl"):
+        return
+    import shlex
+
+    from ..engines.verl import dry_run_commands
+
+    cmds = dry_run_commands(plan, c["paths"]["store"])
+    shown: set[str] = set()
+    for sid, cmd in cmds.items():
+        kind = plan.stages[sid].kind
+        if kind in shown:
+            continue
+        shown.add(kind)
+        console.print(f"[bold]{kind}[/] ({sid}, 1 of {sum(plan.stages[s].kind == kind for s in cmds)}):",
+                      highlight=False)
+        console.print(shlex.join(cmd), highlight=False, soft_wrap=True)
 
 
 def _short(s: str, n: int = 28) -> str:
