@@ -23,7 +23,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from reasoning360.engines.context import StageContext  # noqa: E402
 from reasoning360.engines.local import data as D  # noqa: E402
@@ -33,13 +32,8 @@ from reasoning360.engines.local.sampler import SamplingParams, generate  # noqa:
 from reasoning360.engines.local.sft import make_optimizer, sft_step  # noqa: E402
 from reasoning360.tracking import Tracker, read_metrics  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CPU_PARAMS = {"min_numbers": 3, "max_numbers": 3, "min_value": 1, "max_value": 20,
-              "min_target": 10, "max_target": 100}
-
-
-def cfg(name: str) -> dict:
-    return yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CPU_PARAMS, cfg  # noqa: E402
 
 
 def build_data(tmp: Path) -> tuple[Path, Path]:
