@@ -102,7 +102,8 @@ def record(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path) -> None
 def run(cfg: DictConfig) -> int:
     from rich.console import Console
 
-    console = Console()
+    # In a log file (Slurm, nohup) rich would wrap tables at 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     try:
         c, plan, store, sweep_dir = build(cfg)
         if c["launcher"]["name"] == "slurm":     # a bad site profile is refused before anything is written

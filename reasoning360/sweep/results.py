@@ -54,6 +54,7 @@ def write(rows_: list[dict], sweep_dir: Path) -> tuple[Path, Path]:
     import pandas as pd
 
     df = pd.DataFrame(rows_)
+    df["k"] = df["k"].astype("Int64")      # baselines have no k: missing, not a float NaN
     csv, pq = sweep_dir / "results.csv", sweep_dir / "results.parquet"
     with atomic.atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False)
