@@ -32,6 +32,15 @@ def _up() -> bool:
     return any(s.strip() in ("idle", "mixed", "allocated", "completing") for s in out.splitlines())
 
 
+def _accounting_ok() -> bool:
+    """sacct answers (slurmdbd and its database are alive): status and the tests read it."""
+    try:
+        return subprocess.run(["sacct", "-n", "-X", "-S", "now", "-o", "JobID"], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def _why_not() -> str | None:
     if os.environ.get("R360_SKIP_SLURM"):
         return "R360_SKIP_SLURM is set"
@@ -50,13 +59,15 @@ def slurm_cluster():
     if reason:
         pytest.skip(reason)
     started = False
-    if not _up():
+    node_was_up = _up()
+    if not node_was_up or not _accounting_ok():
+        # start-slurm.sh is idempotent: it starts only the daemons that are not running
         t0 = time.time()
         proc = subprocess.run(["bash", str(SCRIPTS / "start-slurm.sh")], capture_output=True, text=True,
                               env={**os.environ, "SLURM_BASE": BASE}, timeout=900)
         if proc.returncode != 0 or not _up():
             pytest.skip(f"could not start the local Slurm cluster: {(proc.stdout + proc.stderr)[-800:]}")
-        started = True
+        started = not node_was_up     # stop at the end only a cluster this session brought up
         print(f"\n[slurm_cluster] started in {time.time() - t0:.1f}s")
     yield {"partition": "debug", "base": BASE, "started": started}
     if started:
