@@ -182,14 +182,22 @@ def scale_to_dot(row: Row) -> Row | None:
     return out
 
 
-def keep_largest(row: Row) -> Row | None:
+def _unique_longest_run(row: Row):
+    """(start, length, colour) of the one longest run, or None when there is none or a tie."""
     rs = runs(row)
     if not rs:
         return None
     best = max(r[1] for r in rs)
     if sum(1 for r in rs if r[1] == best) != 1:
         return None
-    s, ln, col = next(r for r in rs if r[1] == best)
+    return next(r for r in rs if r[1] == best)
+
+
+def keep_largest(row: Row) -> Row | None:
+    run = _unique_longest_run(row)
+    if run is None:
+        return None
+    s, ln, col = run
     out = [0] * len(row)
     out[s:s + ln] = [col] * ln
     return out
@@ -291,14 +299,11 @@ def mirror_dot(row: Row) -> Row | None:
 
 
 def paint_biggest(row: Row) -> Row | None:
-    rs = runs(row)
-    if not rs:
-        return None
-    best = max(r[1] for r in rs)
-    if sum(1 for r in rs if r[1] == best) != 1:
+    run = _unique_longest_run(row)
+    if run is None:
         return None
     out = row[:]
-    s, ln, _ = next(r for r in rs if r[1] == best)
+    s, ln, _ = run
     out[s:s + ln] = [1] * ln
     return out
 
