@@ -27,13 +27,13 @@ import torch  # noqa: E402
 from reasoning360.engines.context import StageContext  # noqa: E402
 from reasoning360.engines.local import data as D  # noqa: E402
 from reasoning360.engines.local.grpo import run_grpo  # noqa: E402
-from reasoning360.engines.local.model import load_policy, setup_runtime  # noqa: E402
+from reasoning360.engines.local.model import load_policy  # noqa: E402
 from reasoning360.engines.local.sampler import SamplingParams, generate  # noqa: E402
 from reasoning360.engines.local.sft import make_optimizer, sft_step  # noqa: E402
 from reasoning360.tracking import Tracker, read_metrics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CPU_PARAMS, cfg  # noqa: E402
+from common import CPU_PARAMS, cfg, setup  # noqa: E402
 
 
 def build_data(tmp: Path) -> tuple[Path, Path]:
@@ -124,12 +124,7 @@ def main() -> None:
     ap.add_argument("--grpo-steps", type=int, default=2)
     ap.add_argument("--skip", default="", help="comma list of sft,rollout,grpo to skip")
     a = ap.parse_args()
-    runtime = {"device": "auto", "threads": a.threads, "show_progress": False}
-    device = setup_runtime(runtime)
-    model_cfg = cfg("model/tiny")
-    if a.model is not None:
-        model_cfg["path"] = str(a.model.resolve())
-    skip = set(a.skip.split(","))
+    runtime, device, model_cfg, skip = setup(a)
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         traces, data = a.traces, a.data

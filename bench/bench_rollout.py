@@ -30,12 +30,12 @@ import torch  # noqa: E402
 from reasoning360.engines.context import StageContext  # noqa: E402
 from reasoning360.engines.local import data as D  # noqa: E402
 from reasoning360.engines.local.grpo import run_grpo  # noqa: E402
-from reasoning360.engines.local.model import load_policy, setup_runtime  # noqa: E402
+from reasoning360.engines.local.model import load_policy  # noqa: E402
 from reasoning360.engines.local.sampler import BuiltinRollout, SamplingParams  # noqa: E402
 from reasoning360.tracking import Tracker, read_metrics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CPU_PARAMS, cfg  # noqa: E402
+from common import CPU_PARAMS, cfg, setup  # noqa: E402
 
 
 def build_data(tmp: Path) -> Path:
@@ -130,12 +130,7 @@ def main() -> None:
     ap.add_argument("--grpo-steps", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma list of rollout,grpo to skip")
     a = ap.parse_args()
-    runtime = {"device": "auto", "threads": a.threads, "show_progress": False}
-    device = setup_runtime(runtime)
-    model_cfg = cfg("model/tiny")
-    if a.model is not None:
-        model_cfg["path"] = str(a.model.resolve())
-    skip = set(a.skip.split(","))
+    runtime, device, model_cfg, skip = setup(a)
     out = {"device": str(device), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
            "load_avg_1m": os.getloadavg()[0], "model": str(a.model) if a.model else "random tiny (scale=cpu)"}
     with tempfile.TemporaryDirectory() as td:

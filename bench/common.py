@@ -16,3 +16,16 @@ def cfg(name: str) -> dict:
 
 # The scale=cpu countdown problems, from the task's own config.
 CPU_PARAMS = cfg("task/countdown")["params"]["cpu"]
+
+
+def setup(args):
+    """(runtime, device, model cfg, skipped parts) from the flags both engine benches share:
+    --threads, --model (an HF dir; default the random tiny scale=cpu model) and --skip."""
+    from reasoning360.engines.local.model import setup_runtime
+
+    runtime = {"device": "auto", "threads": args.threads, "show_progress": False}
+    device = setup_runtime(runtime)
+    model_cfg = cfg("model/tiny")
+    if args.model is not None:
+        model_cfg["path"] = str(args.model.resolve())
+    return runtime, device, model_cfg, set(args.skip.split(","))
