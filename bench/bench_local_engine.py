@@ -12,6 +12,7 @@ with reasoning360.tasks in a temp dir. Numbers are wall-clock on whatever else t
 from __future__ import annotations
 
 import argparse
+import statistics
 import json
 import os
 import sys
@@ -72,22 +73,25 @@ def useful_tokens(rows, eos: int) -> int:
     return sum((r.index(eos) + 1) if eos in r else len(r) for r in rows)
 
 
-def bench_rollout(model_cfg, data: Path, device, batch: int, max_new: int) -> dict:
+def bench_rollout(model_cfg, data: Path, device, batch: int, max_new: int, repeats: int = 3) -> dict:
     model, tok = load_policy(model_cfg, None, 0, device)
     rows = D.read_rows(data / "train.parquet")
     prompts = [D.encode_prompt(tok, D.render_prompt(tok, rows[i % len(rows)]["prompt"])) for i in range(batch)]
     sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_new_tokens=max_new, seed=0)
     generate(model, tok, prompts[:8], sp)                               # warm-up
-    t0 = time.perf_counter()
-    out = generate(model, tok, prompts, sp)
-    t_mine = time.perf_counter() - t0
-    mine = out.stats["tokens"]
     enc = tok.pad({"input_ids": prompts}, return_tensors="pt").to(device)
-    with torch.inference_mode():
+    t_mine, t_gen = [], []                      # median of `repeats` runs each: a shared machine is noisy
+    for _ in range(repeats):
         t0 = time.perf_counter()
-        g = model.generate(**enc, max_new_tokens=max_new, do_sample=True, temperature=1.0, top_p=1.0,
-                           top_k=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        t_gen = time.perf_counter() - t0
+        out = generate(model, tok, prompts, sp)
+        t_mine.append(time.perf_counter() - t0)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            g = model.generate(**enc, max_new_tokens=max_new, do_sample=True, temperature=1.0, top_p=1.0,
+                               top_k=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            t_gen.append(time.perf_counter() - t0)
+    t_mine, t_gen = statistics.median(t_mine), statistics.median(t_gen)
+    mine = out.stats["tokens"]
     ref = useful_tokens(g[:, enc["input_ids"].shape[1]:].tolist(), tok.eos_token_id)
     return {"rollout_batch": batch, "sampler_tokens": mine, "sampler_s": t_mine,
             "sampler_tokens_per_s": mine / t_mine, "generate_tokens": ref, "generate_s": t_gen,

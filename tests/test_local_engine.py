@@ -228,6 +228,50 @@ def test_sampled_logprobs_match_forward(sft_stage, dataset):
         [c.token_ids for g in out.completions for c in g]
 
 
+@pytest.mark.parametrize("arch,kv_heads", [("qwen2", 2), ("qwen2", 4), ("llama", 2)])
+def test_fast_decoder_matches_generate_on_other_layouts(arch, kv_heads):
+    """Qwen2's q/k/v biases and grouped-query attention take the fused decoder's other branches."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from reasoning360.engines.local.sampler import _FastDecoder
+
+    cls, conf = {"qwen2": (Qwen2ForCausalLM, Qwen2Config), "llama": (LlamaForCausalLM, LlamaConfig)}[arch]
+    torch.manual_seed(0)
+    model = cls(conf(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=kv_heads, intermediate_size=128, max_position_embeddings=128,
+                     eos_token_id=1, pad_token_id=0)).eval()
+    assert _FastDecoder.supports(model)
+
+    class Tok:
+        pad_token_id, eos_token_id = 0, 1
+
+        def batch_decode(self, toks, skip_special_tokens=True):
+            return [str(t) for t in toks]
+
+    prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    out = generate(model, Tok(), prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=20))
+    for p, group in zip(prompts, out.completions):
+        ref = model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=1,
+                             pad_token_id=0)[0, len(p):].tolist()
+        assert group[0].token_ids == (ref[: ref.index(1) + 1] if 1 in ref else ref)
+
+
+def test_sampling_follows_the_distribution():
+    """The inverse-CDF draw: frequencies match softmax(logits / T), top-p cuts the tail, and a
+    zero-probability token is never drawn."""
+    from reasoning360.engines.local.sampler import _pick
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2, 0.0]])).repeat(20000, 1)
+    gen = torch.Generator().manual_seed(0)
+    tok, lp = _pick(logits, 1.0, 1.0, gen)
+    freq = torch.bincount(tok, minlength=4).float() / tok.numel()
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2, 0.0]), atol=0.015)
+    assert torch.allclose(lp, torch.log(torch.tensor([0.5, 0.3, 0.2]))[tok])
+    tok, _ = _pick(logits, 1.0, 0.7, gen)                      # keeps {0.5, 0.3}
+    freq = torch.bincount(tok, minlength=4).float() / tok.numel()
+    assert freq[2] == 0 and freq[3] == 0 and abs(freq[0] - 0.625) < 0.015
+
+
 def _weights(stage: Path) -> dict:
     from safetensors.torch import load_file
     return load_file(str(stage / "model" / "model.safetensors"))
