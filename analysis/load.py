@@ -30,8 +30,7 @@ import numpy as np
 import pandas as pd
 
 from reasoning360.sweep import sweepdir
-
-ROLES = ("data", "traces", "sft", "sft_eval", "rl", "rl_eval")
+from reasoning360.sweep.graph import ROLES
 TRAIN_ROLES = ("sft", "rl")
 EVAL_ROLES = ("sft_eval", "rl_eval")
 STATES = ("done", "running", "interrupted", "failed", "pending")

@@ -293,3 +293,19 @@ def test_templates_run_what_the_launcher_runs(tmp_path):
     assert "-u -m reasoning360.cluster.job" in tmpl and "srun --unbuffered" in tmpl
     ana = (Path(__file__).resolve().parents[1] / "slurm" / "analysis.sbatch").read_text()
     assert "reasoning360.cluster.job --analysis" in ana
+
+
+def test_distill_baselines_get_a_distill_array_after_the_teacher(tmp_path):
+    """The distill stages run as one array (a teacher server per task) that waits for the
+    teacher's SFT task only; the baselines' SFT waits for its distill task."""
+    c, plan, store, _ = build(tmp_path, "+grid=baselines")
+    todo = set(plan.stages)
+    arrs = arrays.build(plan, todo, {}, res_of(c), max_array_size=1001)
+    check_exact(plan, arrs, todo)
+    distill = [a for a in arrs if a.role == "distill"]
+    assert sum(len(a.tasks) for a in distill) == 2              # short CoT and long CoT teachers
+    sids = {sid for a in distill for sid in a.tasks.values()}
+    assert {plan.stages[s].kind for s in sids} == {"distill"}
+    assert all(a.resources.gpus == 0 for a in distill)           # the CPU test cluster's profile
+    c2, plan2, _, _ = build(tmp_path, "+grid=baselines", "cluster=generic_gpu")
+    assert resources.resolve(c2, "distill").gpus == 4

@@ -134,3 +134,76 @@ def test_expansion_of_a_thousand_points_is_fast(tmp_path):
     p = make_plan(points)
     assert len(points) == 1000 and len(p.stages) > 2000
     assert time.time() - t0 < 10
+
+
+# ----------------------------------------------------------------------------- distilled baselines
+
+def test_distill_baselines_plan_teacher_distill_and_split(tmp_path):
+    """Each distilled baseline SFTs on one split of a distill stage whose teacher is this
+    sweep's own k-backtrack SFT model, shared with the k point; short and long CoT differ."""
+    _, plan, _, _ = build(tmp_path, "+grid=baselines")
+    by = {pp.name: pp.stages for pp in plan.points}
+    assert len(plan.points) == 4 + 6
+    k0, k3 = by["countdown-k0-s0"], by["countdown-k3-s0"]
+    short, wrong = by["countdown-short_cot_correct-s0"], by["countdown-long_cot_wrong_format-s0"]
+    assert short["teacher"] == k0["sft"] and wrong["teacher"] == k3["sft"]
+    assert short["traces"] == k0["traces"]
+    d = plan.stages[short["distill"]]
+    assert d.kind == "distill" and d.deps == {"data": k0["data"], "teacher": k0["sft"]}
+    assert d.id.startswith("distill-countdown_short_cot-")
+    assert by["countdown-short_cot_incorrect-s0"]["distill"] == short["distill"]     # one sampling run
+    assert wrong["distill"] != short["distill"]
+    sft = {name: plan.stages[st["sft"]].spec for name, st in by.items() if "distill" in st}
+    assert sft["countdown-short_cot_correct-s0"]["traces_file"] == "correct.parquet"
+    assert sft["countdown-long_cot_wrong_format-s0"]["traces_file"] == "incorrect_format.parquet"
+    assert "traces_file" not in plan.stages[k0["sft"]].spec          # k points keep their ids
+    _, plain, _, _ = build(tmp_path, "+grid=backtrack")
+    assert plain.points[0].stages["sft"] == k0["sft"]
+
+
+def test_a_teacher_checkpoint_path_replaces_the_sweeps_own_model(tmp_path):
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    _, plan, _, _ = build(tmp_path, "+grid=baselines", "grid.backtracks=[]",
+                          "grid.baselines=[long_cot_correct]", f"distill.teachers.long_cot.path={teacher}")
+    (pp,) = plan.points
+    assert "teacher" not in pp.stages and "traces" not in pp.stages
+    assert plan.stages[pp.stages["distill"]].spec["teacher_path"] == str(teacher)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("distill.teachers.long_cot.sft_k=-1", "distill.teachers.long_cot.sft_k"),
+    ("distill.teachers.long_cot.sft_k=null", "distill.teachers.long_cot"),
+    ("distill.teachers.long_cot.path=/no/such/dir", "distill.teachers.long_cot.path"),
+    ("distill.teachers.short_cot.max_new_tokens=0", "distill.teachers.short_cot.max_new_tokens"),
+    ("distill.backend=openai", "distill.backend"),
+    ("distill.n=0", "distill.n"),
+    ("distill.teachers.long_cot.sft_k=100000", "distill.teachers.long_cot.sft_k"),
+    ("grid.rl_only_baselines=[short_cot_correct]", "grid.rl_only_baselines"),
+])
+def test_bad_distill_config_is_one_line_naming_the_key(tmp_path, override, key):
+    with pytest.raises(grid.GridError) as e:
+        build(tmp_path, "+grid=baselines", override)
+    assert key in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "sweeps").exists() and not (tmp_path / "store").exists()
+
+
+def test_paper_scale_asks_for_the_long_cot_teacher(tmp_path):
+    with pytest.raises(grid.GridError, match=r"distill\.teachers\.long_cot: set path .*QwQ-32B"):
+        build(tmp_path, "+grid=baselines", "scale=paper", f"model.path={tmp_path}", "launcher=slurm")
+
+
+def test_local_concurrency_from_workers_and_threads(tmp_path, monkeypatch):
+    from reasoning360.sweep.launchers.local import concurrency
+
+    c, *_ = build(tmp_path, "+grid=smoke", "engine.device=cpu")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)))
+    assert concurrency(c) == (2, 1)                              # auto, 2 cores: two 1-thread stages
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert concurrency(c) == (8, 2)
+    c["launcher"]["workers"] = 1
+    assert concurrency(c) == (1, 16)
+    c["engine"]["threads"] = 3
+    assert concurrency(c) == (1, 3)
+    with pytest.raises(grid.GridError, match="launcher.workers"):
+        build(tmp_path, "+grid=smoke", "launcher.workers=0")

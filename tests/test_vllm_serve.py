@@ -218,3 +218,42 @@ def test_distill_against_the_server_resumes_after_a_kill(server, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed_samples"] == first and summary["settings"]["model"] == "tiny"
 
+
+
+@pytest.mark.vllm
+@vllm_only
+def test_distill_stage_serves_its_teacher_and_stops_it(tmp_path):
+    """`distill.backend=vllm`: the stage starts `r360 serve TEACHER` on a free port, samples
+    through the HTTP client, writes the splits, and leaves no server process behind."""
+    from reasoning360.cli import main
+    from reasoning360.sweep.runner import run_stage
+    from reasoning360.sweep.store import Store
+
+    store = Store(tmp_path / "store")
+    data = store.stage("data-countdown-test")
+    assert main(["data", "countdown", "--backtracks", "0", "--sft_size", "6", "--train_size", "2",
+                 "--val_size", "2", "--test_size", "2", "--local_dir", str(data.path), "--quiet"]) == 0
+    data.write_spec({"kind": "data"}, {})
+    data.mark_done({})
+    teacher = _tiny_checkpoint(tmp_path / "teacher")
+    spec = {"kind": "distill", "task": "countdown", "data": "data-countdown-test", "teacher": None,
+            "teacher_path": str(teacher), "source": "long_cot", "problems": "sft", "backend": "vllm",
+            "batch_size": 4, "seed": 0,
+            "sampling": {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "rejection": False}}
+    sid = "distill-countdown_long_cot-test"
+    store.stage(sid).write_spec(spec, {"device": "cpu", "distill": {"concurrency": 2, "server_timeout_s": 300}})
+    summary = run_stage(store, sid, show_progress=False)
+    assert summary["samples"] == 12 and sum(summary["splits"].values()) == 12
+    assert summary["settings"]["backend"] == "vllm"
+    out = store.stage(sid).path
+    assert (out / "server.log").exists() and "teacher" in (out / "server.log").read_text()
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _alive(int(p.name))
+            and str(teacher).encode() in _cmdline(p)]
+    assert not left, f"teacher server processes left: {[p.name for p in left]}"
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""

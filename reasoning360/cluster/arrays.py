@@ -92,13 +92,18 @@ def compress(ids: list[int]) -> str:
 
 
 def stage_roles(plan: Plan) -> tuple[dict[str, str], dict[str, int]]:
-    """stage id -> role, and stage id -> owner index (first point that uses it)."""
+    """stage id -> role, and stage id -> owner index (first point that uses it). A stage with
+    several roles (a k point's SFT that is also a distill baseline's teacher) takes the
+    earliest in ROLES, so arrays built in ROLES order always follow their upstream arrays."""
     role, owner = {}, {}
     for i, pp in enumerate(plan.points):
         for r in ROLES:
             sid = pp.stages.get(r)
-            if sid is not None and sid not in owner:
-                owner[sid], role[sid] = i, r
+            if sid is None:
+                continue
+            owner.setdefault(sid, i)
+            if sid not in role or ROLES.index(r) < ROLES.index(role[sid]):
+                role[sid] = r
     return role, owner
 
 

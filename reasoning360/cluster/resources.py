@@ -25,7 +25,7 @@ from typing import Any
 
 from .slurm_query import ClusterInfo
 
-KINDS = ("data", "traces", "sft", "rl", "eval", "analysis")
+KINDS = ("data", "traces", "distill", "sft", "rl", "eval", "analysis")
 FIELDS = ("nodes", "gpus", "cpus", "mem_gb", "time_minutes", "partition", "constraint")
 PROFILE_KEYS = {"name", "partition", "cpu_partition", "account", "qos", "gpus_per_node", "gres",
                 "constraint", "cpus_per_gpu", "cpus_per_task", "mem_per_gpu_gb", "mem_gb",

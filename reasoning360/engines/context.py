@@ -36,3 +36,18 @@ class StageContext:
     make_tracker: Callable[[int], Tracker]   # resume_step -> tracker (truncates past it)
     preempt: PreemptFlag = field(default_factory=PreemptFlag)
     show_progress: bool = True
+
+
+def sft_data_path(spec: dict[str, Any], traces_dir: str | Path) -> Path:
+    """The parquet an SFT stage trains on: `sft.parquet` of a traces stage, or the split a
+    distill baseline names (`traces_file`). An empty split is an error naming it, not an SFT
+    run on nothing."""
+    import pyarrow.parquet as pq
+
+    path = Path(traces_dir) / (spec.get("traces_file") or "sft.parquet")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing (the upstream traces/distill stage writes it)")
+    if pq.ParquetFile(path).metadata.num_rows == 0:
+        raise ValueError(f"{path.name} of {Path(traces_dir).name} has no rows: the teacher gave no such "
+                         "answers; sample more (distill.n, distill.temperature) or pick another teacher")
+    return path

@@ -1,5 +1,9 @@
 """The stage graph: each point becomes data -> traces -> sft -> rl with evals after sft and rl.
 
+A distill baseline replaces traces with a distill stage (a teacher's graded answers); when
+the teacher is this sweep's own SFT model on k-backtrack traces, that model's stages are its
+upstream (shared with the k point when the grid has it).
+
 A stage's spec holds exactly what determines its output (upstream stage ids included), so
 its id is its content address: points that share a stage share one directory and one run.
 """
@@ -7,16 +11,19 @@ its id is its content address: points that share a stage share one directory and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
-from .grid import Point
+from .grid import DISTILL_BASELINES, Point, teacher_of
 from .identity import stage_id
 
 # Roles of a point's stages in the order they run. `sft_eval` is the accuracy before RL
 # (for cold start: the base model's); `rl_eval` the accuracy after RL.
-ROLES = ("data", "traces", "sft", "sft_eval", "rl", "rl_eval")
+# A distill baseline whose teacher is this sweep's SFT model on k-backtrack traces lists that
+# model's stages as its `traces` and `teacher` (so launchers and `r360 status` see them).
+ROLES = ("data", "traces", "teacher", "distill", "sft", "sft_eval", "rl", "rl_eval")
 # Spec fields that name an upstream stage, and the role the engine sees it under.
-DEP_FIELDS = {"data": "data", "traces": "traces", "init": "init", "checkpoint": "init"}
+DEP_FIELDS = {"data": "data", "traces": "traces", "init": "init", "checkpoint": "init", "teacher": "teacher"}
 
 
 @dataclass
@@ -77,6 +84,13 @@ def plan(points: Iterable[Point], sweep_name: str = "") -> Plan:
         if p.k is not None:
             ids["traces"] = add(traces_spec(c, ids["data"], p.k), rt, p)
             ids["sft"] = add(sft_spec(c, ids["traces"], ids["data"]), rt, p)
+        elif p.baseline in DISTILL_BASELINES:
+            t = teacher_of(c, p.baseline)
+            if not t["path"]:                   # this sweep's own SFT model on k-backtrack traces
+                ids["traces"] = add(traces_spec(c, ids["data"], t["sft_k"]), rt, p)
+                ids["teacher"] = add(sft_spec(c, ids["traces"], ids["data"]), rt, p)
+            ids["distill"] = add(distill_spec(c, ids["data"], ids.get("teacher"), t), rt, p)
+            ids["sft"] = add(sft_spec(c, ids["distill"], ids["data"], f"{t['split']}.parquet"), rt, p)
         ids["sft_eval"] = add(eval_spec(c, ids["data"], ids.get("sft")), rt, p)
         ids["rl"] = add(rl_spec(c, ids["data"], ids.get("sft")), rt, p)
         ids["rl_eval"] = add(eval_spec(c, ids["data"], ids["rl"]), rt, p)
@@ -97,10 +111,25 @@ def traces_spec(c: dict, data_id: str, k: int) -> dict:
             "style": c["data"]["trace_style"], "seed": c["data"]["seed"]}
 
 
-def sft_spec(c: dict, traces_id: str, data_id: str) -> dict:
+def sft_spec(c: dict, traces_id: str, data_id: str, traces_file: str | None = None) -> dict:
+    """`traces_file`: which parquet of the traces stage to train on (a distill stage's split);
+    absent for k-backtrack traces (`sft.parquet`), so their ids never change."""
     return {"kind": "sft", "engine": c["engine"]["name"], "task": c["task"]["name"],
             "traces": traces_id, "data": data_id, "model": c["model"], "sft": c["sft"],
-            "seed": c["seed"], **_engine_overrides(c, "sft_overrides")}
+            "seed": c["seed"], **({"traces_file": traces_file} if traces_file else {}),
+            **_engine_overrides(c, "sft_overrides")}
+
+
+def distill_spec(c: dict, data_id: str, teacher_id: str | None, t: dict) -> dict:
+    """A teacher's graded answers to the SFT problems. What changes the samples is hashed;
+    how they are fetched (server settings, concurrency) is runtime."""
+    d = c["distill"]
+    return {"kind": "distill", "task": c["task"]["name"], "data": data_id, "teacher": teacher_id,
+            "teacher_path": None if teacher_id else str(Path(str(t["path"])).expanduser().resolve()), "source": t["source"],
+            "problems": d["problems"], "backend": d["backend"], "batch_size": d["batch_size"],
+            "sampling": {"n": d["n"], "temperature": d["temperature"], "top_p": d["top_p"],
+                         "max_new_tokens": t["max_new_tokens"], "rejection": bool(d["rejection"])},
+            "seed": c["data"]["seed"]}
 
 
 def _engine_overrides(c: dict, key: str) -> dict:
@@ -133,5 +162,6 @@ def runtime_of(c: dict, p: Point, sweep_name: str) -> dict:
             "rollout_workers": c["rollout"].get("workers", 0),
             "rollout_threads_per_worker": c["rollout"].get("threads_per_worker", 1),
             "rollout_vllm": c["rollout"].get("vllm"), "tracking": c["tracking"],
+            "distill": c.get("distill"),
             "engine": c["engine"],
             "run_name": p.name, "group": sweep_name}

@@ -16,8 +16,17 @@ import yaml
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-# Baselines that need no backtrack SFT data. `cold_start`: RL straight from the base model.
-BASELINES = ("cold_start",)
+# Baselines: points whose SFT data is not k-backtrack traces. `cold_start`: RL straight from
+# the base model. The others SFT on a teacher's sampled answers to the SFT problems, split by
+# grade (a distill stage, configs/distill/): name -> (teacher in distill.teachers, split).
+DISTILL_BASELINES = {
+    "short_cot_correct": ("short_cot", "correct"),
+    "short_cot_incorrect": ("short_cot", "incorrect"),
+    "long_cot_correct": ("long_cot", "correct"),
+    "long_cot_incorrect": ("long_cot", "incorrect"),
+    "long_cot_wrong_format": ("long_cot", "incorrect_format"),
+}
+BASELINES = ("cold_start", *DISTILL_BASELINES)
 # `grid.backtracks: task` runs each task's own `k_values` (configs/task/<name>.yaml; a list, or
 # a mapping scale -> list).
 FROM_TASK = "task"
@@ -81,6 +90,12 @@ def expand(cfg: dict[str, Any]) -> list[Point]:
     for b in (grid.get("baselines") or []) + (rl_only or []):
         if b not in BASELINES:
             raise GridError(f"grid.baselines: unknown baseline {b!r} (known: {', '.join(BASELINES)})")
+    for b in rl_only or []:
+        if b in DISTILL_BASELINES:
+            raise GridError(f"grid.rl_only_baselines: {b!r} needs SFT problems, which RL-only tasks do not "
+                            "have; they take cold_start")
+    if any(b in DISTILL_BASELINES for b in grid.get("baselines") or []):
+        check_distill(cfg)
     for s in grid.get("seeds") or []:
         if isinstance(s, bool) or not isinstance(s, int):
             raise GridError(f"grid.seeds: seeds must be integers, got {s!r}")
@@ -100,7 +115,8 @@ def expand(cfg: dict[str, Any]) -> list[Point]:
             variants += [(k, None) for k in ks]
             variants += [(None, b) for b in grid.get("baselines") or []]
         else:
-            variants += [(None, b) for b in (grid.get("baselines") if rl_only is None else rl_only) or []]
+            names = (grid.get("baselines") if rl_only is None else rl_only) or []
+            variants += [(None, b) for b in names if b not in DISTILL_BASELINES]
         for (k, baseline), seed, combo in itertools.product(
                 variants, grid.get("seeds") or [cfg.get("seed", 0)], itertools.product(*axis_items)):
             pcfg = copy.deepcopy(cfg)
@@ -149,3 +165,42 @@ def _set(cfg: dict, dotted: str, value: Any) -> None:
     for part in parents:
         node = node[part]
     node[last] = value
+
+
+def teacher_of(cfg: dict[str, Any], baseline: str) -> dict[str, Any]:
+    """The teacher and split of a distill baseline: {"source", "split", "sft_k", "path",
+    "max_new_tokens"} from distill.teachers.<source>."""
+    source, split = DISTILL_BASELINES[baseline]
+    t = dict(((cfg.get("distill") or {}).get("teachers") or {}).get(source) or {})
+    return {"source": source, "split": split, "sft_k": t.get("sft_k"), "path": t.get("path"),
+            "max_new_tokens": t.get("max_new_tokens")}
+
+
+def check_distill(cfg: dict[str, Any]) -> None:
+    """The distill config, checked in one line per bad key before anything runs."""
+    d = cfg.get("distill")
+    if not isinstance(d, dict):
+        raise GridError("distill: missing config group (configs/distill/default.yaml)")
+    if d.get("backend") not in ("builtin", "vllm"):
+        raise GridError(f"distill.backend: expected builtin or vllm, got {d.get('backend')!r}")
+    for key in ("n", "batch_size", "concurrency"):
+        v = d.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise GridError(f"distill.{key}: expected a positive integer, got {v!r}")
+    used = {DISTILL_BASELINES[b][0] for b in cfg["grid"].get("baselines") or [] if b in DISTILL_BASELINES}
+    for source in sorted(used):
+        t = ((d.get("teachers") or {}).get(source))
+        where = f"distill.teachers.{source}"
+        if not isinstance(t, dict):
+            raise GridError(f"{where}: missing (a mapping with sft_k or path)")
+        mnt = t.get("max_new_tokens")
+        if isinstance(mnt, bool) or not isinstance(mnt, int) or mnt < 1:
+            raise GridError(f"{where}.max_new_tokens: expected a positive integer, got {mnt!r}")
+        if t.get("path"):
+            if not Path(str(t["path"])).expanduser().is_dir():
+                raise GridError(f"{where}.path: {t['path']!r} is not a directory (give a local HF checkpoint)")
+        elif t.get("sft_k") is None:
+            raise GridError(f"{where}: set path (a local HF checkpoint; the paper's long-CoT teacher is "
+                            "QwQ-32B) or sft_k (this sweep's own SFT model on k-backtrack traces)")
+        else:
+            _check_ks(f"{where}.sft_k", [t["sft_k"]])

@@ -40,4 +40,4 @@ def stage_id(spec: dict[str, Any]) -> str:
 def _k_label(spec: dict[str, Any]) -> str:
     if spec.get("k") is not None:
         return f"k{spec['k']}"
-    return ""
+    return spec.get("source") or ""          # a distill stage: short_cot / long_cot

@@ -6,7 +6,6 @@ is written or a job submitted.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from .graph import Plan, plan as make_plan
-from .grid import GridError, Point, expand
+from .grid import DISTILL_BASELINES, GridError, Point, expand, teacher_of
 from .store import Store
 from . import sweepdir
 
@@ -42,6 +41,10 @@ def validate(cfg: dict[str, Any]) -> None:
         raise GridError(f"engine.name: unknown engine {eng!r} (known: {', '.join(ENGINES)})")
     if cfg["launcher"]["name"] not in LAUNCHERS:
         raise GridError(f"launcher.name: unknown launcher {cfg['launcher']['name']!r} (known: {', '.join(LAUNCHERS)})")
+    workers = cfg["launcher"].get("workers", 1)
+    if cfg["launcher"]["name"] == "local" and workers != "auto" and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise GridError(f"launcher.workers: expected auto or a positive integer, got {workers!r}")
     if cfg["rollout"]["backend"] not in ROLLOUT_BACKENDS:
         raise GridError(f"rollout.backend: unknown backend {cfg['rollout']['backend']!r} "
                         f"(known: {', '.join(ROLLOUT_BACKENDS)})")
@@ -70,14 +73,19 @@ def validate_points(points: list[Point]) -> None:
 
     seen: set = set()
     for p in points:
-        key = (p.task, p.k, repr(p.cfg["task"]["params"].get(p.cfg["scale_name"])))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            validate_point(p.task, p.k, p.cfg["task"]["params"][p.cfg["scale_name"]])
-        except TaskError as e:
-            raise GridError(f"grid ({p.name}): {e}") from None
+        # A distill baseline's teacher trained on k-backtrack traces needs that k to exist too.
+        teacher_k = teacher_of(p.cfg, p.baseline)["sft_k"] if p.baseline in DISTILL_BASELINES else None
+        for k in {p.k, teacher_k}:
+            key = (p.task, k, repr(p.cfg["task"]["params"].get(p.cfg["scale_name"])))
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                validate_point(p.task, k, p.cfg["task"]["params"][p.cfg["scale_name"]])
+            except TaskError as e:
+                where = f"distill.teachers.{teacher_of(p.cfg, p.baseline)['source']}.sft_k" \
+                    if k is not None and k == teacher_k and k != p.k else "grid"
+                raise GridError(f"{where} ({p.name}): {e}") from None
 
 
 def build(cfg: DictConfig) -> tuple[dict[str, Any], Plan, Store, Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -44,6 +45,11 @@ def _traces(ctx: StageContext) -> dict:
     return build_traces(ctx.spec, ctx.deps["data"], ctx.stage_dir, show_progress=ctx.show_progress)
 
 
+def _distill(ctx: StageContext) -> dict:
+    from ..tasks.distill_stage import run_distill
+    return run_distill(ctx)
+
+
 def _engine(ctx: StageContext):
     name = ctx.spec["engine"]
     if name == "local":
@@ -58,6 +64,7 @@ def _engine(ctx: StageContext):
 RUNNERS: dict[str, Callable[[StageContext], dict]] = {
     "data": _data,
     "traces": _traces,
+    "distill": _distill,
     "sft": lambda ctx: _engine(ctx).run_sft(ctx),
     "rl": lambda ctx: _engine(ctx).run_grpo(ctx),
     "eval": lambda ctx: _engine(ctx).run_eval(ctx),
@@ -65,11 +72,13 @@ RUNNERS: dict[str, Callable[[StageContext], dict]] = {
 
 
 def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
-              preempt: PreemptFlag | None = None) -> dict[str, Any]:
+              preempt: PreemptFlag | None = None, runtime_overrides: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
     sd = store.stage(stage_id)
     if sd.is_done():
         return sd.summary()
     spec, runtime = store.load(stage_id)
+    runtime = {**runtime, **(runtime_overrides or {})}
     deps = {}
     for role, dep in deps_of(spec).items():
         if not store.stage(dep).is_done():
@@ -140,12 +149,27 @@ class _lock:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m reasoning360.sweep.runner STORE STAGE_ID [--threads N]`: one stage in this
+    process. USR2 asks it to checkpoint at the next step boundary and stop (exit 3)."""
+    import argparse
+
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # effective only before torch loads
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m reasoning360.sweep.runner STORE STAGE_ID", file=sys.stderr)
-        return 2
-    summary = run_stage(Store(argv[0]), argv[1], show_progress=sys.stdout.isatty())
+    ap = argparse.ArgumentParser(prog="python -m reasoning360.sweep.runner")
+    ap.add_argument("store")
+    ap.add_argument("stage_id")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (overrides the stage's runtime)")
+    a = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    preempt = PreemptFlag()
+    signal.signal(signal.SIGUSR2, preempt.request)
+    try:
+        summary = run_stage(Store(a.store), a.stage_id, show_progress=sys.stdout.isatty(), preempt=preempt,
+                            runtime_overrides=None if a.threads is None else {"threads": a.threads})
+    except Preempted:
+        print(f"{a.stage_id}: checkpointed and stopped; run it again to resume", flush=True)
+        return 3
+    except StageBusy as e:
+        print(str(e), file=sys.stderr)
+        return 4
     print(json.dumps(summary, sort_keys=True, default=str))
     return 0
 

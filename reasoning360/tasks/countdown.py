@@ -457,7 +457,8 @@ class CountdownTask(Task):
         return call_with_timeout(_score, completion, numbers, target, seconds=1.0, default=0.0)
 
     def count_backtracks(self, completion: str) -> int:
-        return count_markers(completion, COMPACT_BACKTRACK) + count_markers(completion, PAPER_BACKTRACK)
+        # A compact dead end ends its line with `^`; a stray `^` in a sampled answer is not one.
+        return count_markers(completion, COMPACT_BACKTRACK + "\n") + count_markers(completion, PAPER_BACKTRACK)
 
 
 def _score(completion: Any, numbers: list[int], target: int) -> float:

@@ -156,7 +156,7 @@ class Client:
         self.base = base_url.rstrip("/")
         self.http = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {api_key}"},
                                  limits=httpx.Limits(max_connections=concurrency))
-        self.retries, self.endpoint = max(1, retries), endpoint
+        self.retries, self.endpoint, self.concurrency = max(1, retries), endpoint, concurrency
         self.model = model or self._first_model()
 
     def _first_model(self) -> str:
@@ -200,6 +200,13 @@ class Client:
                 err = e
                 time.sleep(min(2 ** attempt, 10))
         raise ConnectionError(f"{url}: {err}")
+
+    def sample_batch(self, requests: list[tuple[int, int, int]], prompts: list[str], rows: list[dict],
+                     a) -> list[list[tuple[str, str]]]:
+        """The requests in flight `concurrency` at a time, answers in request order."""
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda r: self.sample(prompts[r[0]], rows[r[0]]["prompt"], r[1], r[2], a),
+                                 requests))
 
     def close(self) -> None:
         self.http.close()
@@ -262,80 +269,89 @@ def write_splits(out_dir: Path, rows: list[dict], kept: list[dict]) -> dict[str,
 # ----------------------------------------------------------------------------- main loop
 
 def distill(a: argparse.Namespace) -> dict[str, Any]:
-    from ..atomic import atomic_path
+    """The CLI: rows from --data, samples from the OpenAI-compatible server at --base_url."""
     from .data import load_rows
 
     src = input_path(a.data, a.split)
     rows = load_rows(src)
     if a.limit is not None:
         rows = rows[: a.limit]
-    out = Path(a.output_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     tok = None
     if a.tokenizer:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(a.tokenizer)
-    prompts = [render(r["prompt"], tok) for r in rows]
+    client = Client(a.base_url, a.model, a.api_key, a.timeout, a.retries, a.endpoint, a.concurrency)
+    try:
+        return distill_rows(rows, [render(r["prompt"], tok) for r in rows], client, Path(a.output_dir).expanduser(),
+                            a, source=str(src),
+                            settings={"base_url": a.base_url, "model": client.model, "endpoint": a.endpoint})
+    finally:
+        client.close()
+
+
+def distill_rows(rows: list[dict], prompts: list[str], sampler, out: Path, a, *, source: str = "",
+                 settings: dict | None = None, progress=None) -> dict[str, Any]:
+    """Sample, grade, log and split. `sampler.sample_batch([(index, n, seed)], prompts, rows, a)`
+    returns each request's [(text, finish_reason)]: an HTTP client (`Client`) or an in-process
+    engine (the distill stage's builtin backend). `a` carries n, max_tokens, temperature, top_p,
+    rejection, batch_size, seed, quiet. `progress(done_prompts, total)` is called per batch."""
+    from ..atomic import atomic_path
+
+    out.mkdir(parents=True, exist_ok=True)
     done = read_samples(out)
     resumed = len(done)
-    client = Client(a.base_url, a.model, a.api_key, a.timeout, a.retries, a.endpoint, a.concurrency)
     t0 = time.time()
     asked = 0
 
     def has_correct(i: int) -> bool:
         return any(category(r["score"]) == "correct" for (j, _), r in done.items() if j == i)
 
-    try:
-        with ThreadPoolExecutor(max_workers=a.concurrency) as pool:
-            for b0 in range(0, len(rows), a.batch_size):
-                idx = list(range(b0, min(b0 + a.batch_size, len(rows))))
-                if a.rejection:
-                    # Round s asks sample s of every prompt of the batch still without a correct one.
-                    for s in range(a.n):
-                        todo = [i for i in idx if (i, s) not in done and not has_correct(i)]
-                        todo = [i for i in todo if all((i, t) in done for t in range(s))]
-                        if not todo:
-                            continue
-                        res = list(pool.map(lambda i: client.sample(prompts[i], rows[i]["prompt"], 1,
-                                                                    _seed(a.seed, i, s), a), todo))
-                        recs = [grade(rows[i], i, s, *r[0]) for i, r in zip(todo, res)]
-                        append_batch(out, recs)
-                        done.update({(r["index"], r["sample"]): r for r in recs})
-                        asked += len(todo)
-                else:
-                    todo = [i for i in idx if any((i, s) not in done for s in range(a.n))]
-                    if not todo:
-                        continue
-                    res = list(pool.map(lambda i: client.sample(prompts[i], rows[i]["prompt"], a.n,
-                                                                _seed(a.seed, i, 0), a), todo))
-                    recs = []
-                    for i, choices in zip(todo, res):
-                        for s, (text, finish) in enumerate(choices[: a.n]):
-                            if (i, s) not in done:
-                                recs.append(grade(rows[i], i, s, text, finish))
-                    append_batch(out, recs)
-                    done.update({(r["index"], r["sample"]): r for r in recs})
-                    asked += len(todo)
-                if not a.quiet:
-                    print(f"[distill] {min(b0 + a.batch_size, len(rows))}/{len(rows)} prompts, "
-                          f"{len(done)} samples, {time.time() - t0:.0f}s", flush=True)
-    finally:
-        client.close()
+    for b0 in range(0, len(rows), a.batch_size):
+        idx = list(range(b0, min(b0 + a.batch_size, len(rows))))
+        if a.rejection:
+            # Round s asks sample s of every prompt of the batch still without a correct one.
+            for s in range(a.n):
+                todo = [i for i in idx if (i, s) not in done and not has_correct(i)]
+                todo = [i for i in todo if all((i, t) in done for t in range(s))]
+                if not todo:
+                    continue
+                res = sampler.sample_batch([(i, 1, _seed(a.seed, i, s)) for i in todo], prompts, rows, a)
+                recs = [grade(rows[i], i, s, *r[0]) for i, r in zip(todo, res)]
+                append_batch(out, recs)
+                done.update({(r["index"], r["sample"]): r for r in recs})
+                asked += len(todo)
+        else:
+            todo = [i for i in idx if any((i, s) not in done for s in range(a.n))]
+            if todo:
+                res = sampler.sample_batch([(i, a.n, _seed(a.seed, i, 0)) for i in todo], prompts, rows, a)
+                recs = []
+                for i, choices in zip(todo, res):
+                    for s, (text, finish) in enumerate(choices[: a.n]):
+                        if (i, s) not in done:
+                            recs.append(grade(rows[i], i, s, text, finish))
+                append_batch(out, recs)
+                done.update({(r["index"], r["sample"]): r for r in recs})
+                asked += len(todo)
+        if progress is not None:
+            progress(idx[-1] + 1, len(rows))
+        elif not a.quiet:
+            print(f"[distill] {idx[-1] + 1}/{len(rows)} prompts, {len(done)} samples, "
+                  f"{time.time() - t0:.0f}s", flush=True)
 
     kept = kept_records(rows, done, a.rejection)
     counts = write_splits(out, rows, kept)
     scores = [r["score"] for r in done.values()]
-    summary = {"input": str(src), "prompts": len(rows), "samples": len(done), "resumed_samples": resumed,
+    summary = {"input": source, "prompts": len(rows), "samples": len(done), "resumed_samples": resumed,
                "requests": asked, "kept": len(kept), "splits": counts,
                "accuracy": sum(s >= 1.0 for s in scores) / max(len(scores), 1),
                "format_rate": sum(s > 0 for s in scores) / max(len(scores), 1),
                "backtracks_mean": sum(r["backtracks"] for r in done.values()) / max(len(done), 1),
                "prompts_solved": len({i for (i, _), r in done.items() if r["score"] >= 1.0}),
                "seconds": time.time() - t0,
-               "settings": {"base_url": a.base_url, "model": client.model, "n": a.n,
-                            "max_tokens": a.max_tokens, "temperature": a.temperature, "top_p": a.top_p,
-                            "rejection": bool(a.rejection), "seed": a.seed, "endpoint": a.endpoint}}
+               "settings": {**(settings or {}), "n": a.n, "max_tokens": a.max_tokens,
+                            "temperature": a.temperature, "top_p": a.top_p,
+                            "rejection": bool(a.rejection), "seed": a.seed}}
     with atomic_path(out / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -234,7 +234,8 @@ class GymTask(Task):
             return 0.1
 
     def count_backtracks(self, completion: str) -> int:
-        return count_markers(completion, COMPACT_BACKTRACK) + count_markers(completion, PAPER_BACKTRACK)
+        # A compact dead end ends its line with `^`; a stray `^` in a sampled answer is not one.
+        return count_markers(completion, COMPACT_BACKTRACK + "\n") + count_markers(completion, PAPER_BACKTRACK)
 
 
 def gt_error(name: str, gt: Any) -> TaskError:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ...progress import progress_bar
-from ..context import Preempted, StageContext
+from ..context import Preempted, StageContext, sft_data_path
 from . import checkpoint as ckpt
 from .data import BucketedOrder, encode_sft, read_rows
 from .model import load_policy, num_params, setup_runtime
@@ -100,7 +99,7 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
     torch.manual_seed(seed)
     model, tok = load_policy(spec["model"], None, seed, device)
 
-    rows = read_rows(Path(ctx.deps["traces"]) / "sft.parquet")
+    rows = read_rows(sft_data_path(spec, ctx.deps["traces"]))
     examples, dropped = encode_sft(tok, rows, int(cfg["max_len"]))
     bs, max_steps = int(cfg["batch_size"]), int(cfg["max_steps"])
     micro = int(cfg.get("micro_batch_size") or bs)

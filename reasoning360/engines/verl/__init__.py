@@ -191,7 +191,7 @@ def run_sft(ctx) -> dict[str, Any]:
         raise O.MappingError("model.path: the verl engine fine-tunes a local HF checkpoint")
     out = Path(ctx.stage_dir) / O.SFT_FILE
     tok = load_tokenizer(Path(model_path).expanduser())
-    counts = write_sft_messages(ctx.deps["traces"], out, tok, int(sft.get("max_len") or 0) or None)
+    counts = write_sft_messages(ctx.deps["traces"], out, tok, int(sft.get("max_len") or 0) or None, ctx.spec)
     summary = _train(ctx, "sft", int(sft["max_steps"]), counts["rows"], spec.get("model"))
     return {**summary, "examples": counts["rows"], "dropped_too_long": counts["dropped_too_long"]}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ...atomic import atomic_dir, atomic_path
-from ..eval_items import summarize, write_items
+from ..eval_items import summarize
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -40,15 +40,16 @@ def _n_tokens(tokenizer, messages: list[dict]) -> int:
     return len(tokenizer("".join(m["content"] for m in messages))["input_ids"]) + 1
 
 
-def write_sft_messages(traces_dir: Path, out: Path, tokenizer=None, max_len: int | None = None) -> dict[str, int]:
-    """traces/sft.parquet -> out (`messages`: the prompt turns + the trace as the assistant turn).
-    Returns {"rows", "dropped_too_long"}."""
+def write_sft_messages(traces_dir: Path, out: Path, tokenizer=None, max_len: int | None = None,
+                       spec: dict | None = None) -> dict[str, int]:
+    """traces/sft.parquet (or the spec's `traces_file`, a distill split) -> out (`messages`: the
+    prompt turns + the trace as the assistant turn). Returns {"rows", "dropped_too_long"}."""
+    from ..context import sft_data_path
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    src = Path(traces_dir) / "sft.parquet"
-    if not src.exists():
-        raise FileNotFoundError(f"{src} missing (the traces stage writes it)")
+    src = sft_data_path(spec or {}, traces_dir)
     kept, dropped = [], 0
     for row in _rows(src):
         messages = [{"role": m["role"], "content": m["content"]} for m in row["prompt"]]

@@ -41,8 +41,25 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
         print_plan(plan, store, console)
         console.print("dry run: nothing was run")
         return 0
+    workers, threads = concurrency(c)
     console.print(f"sweep [bold]{c['sweep']['name']}[/]: {len(plan.points)} points, "
-                  f"{len(plan.stages)} stages -> {sweep_dir}", highlight=False)
+                  f"{len(plan.stages)} stages -> {sweep_dir}"
+                  + (f" ({workers} stages at a time, {threads} thread{'s' * (threads > 1)} each)" if workers > 1 else ""),
+                  highlight=False)
+    if workers > 1:
+        from .pool import run_pool
+
+        def point_done(pp, error):
+            walls = [store.stage(s).summary().get("wall_s", 0) for s in pp.stages.values()
+                     if store.stage(s).is_done()]
+            console.print(_status_line(pp, store, sum(walls), error), highlight=False)
+
+        failed, interrupted = run_pool(plan, store, console, workers, threads,
+                                       fail_fast=bool(c["sweep"].get("fail_fast")), on_point_done=point_done)
+        if interrupted:
+            console.print("[yellow]stopped[/]: checkpoint saved for every running stage; run the same command to resume")
+            return 130
+        return _finish(c, plan, store, sweep_dir, console, failed)
     preempt = PreemptFlag()
     failed = 0
     previous = signal.getsignal(signal.SIGINT)
@@ -82,11 +99,45 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
             console.print(_status_line(pp, store, time.time() - t0, error), highlight=False)
     finally:
         signal.signal(signal.SIGINT, previous)
+    return _finish(c, plan, store, sweep_dir, console, failed)
+
+
+def _finish(c, plan: Plan, store: Store, sweep_dir: Path, console: Console, failed: int) -> int:
     rows = results.rows(plan, store)
     console.print(results.render(rows, title=f"{c['sweep']['name']}: results"))
     csv, pq = results.write(rows, sweep_dir)
     console.print(f"wrote {csv} and {pq}", highlight=False)
     return 1 if failed else 0
+
+
+def concurrency(c: dict[str, Any]) -> tuple[int, int]:
+    """(stages at once, torch threads each) from launcher.workers and engine.threads. `auto`:
+    one stage on a GPU; on CPU one thread per stage below 4 cores, else two, and as many stages
+    as that fills (a tiny model gains little from more threads, much from running stages side
+    by side)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    want = c["launcher"].get("workers", 1)
+    threads = int(c["engine"].get("threads") or 0)
+    if want == "auto":
+        if _on_gpu(c):
+            return 1, threads
+        threads = threads or (1 if cores < 4 else 2)
+        return max(1, cores // threads), threads
+    if isinstance(want, bool) or not isinstance(want, int) or want < 1:
+        raise ValueError(f"launcher.workers: expected auto or a positive integer, got {want!r}")
+    return want, threads or max(1, cores // want)
+
+
+def _on_gpu(c: dict[str, Any]) -> bool:
+    device = str(c["engine"].get("device") or "auto")
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import torch
+    return torch.cuda.is_available()
 
 
 def _status_line(pp, store: Store, seconds: float, error: str | None) -> str:

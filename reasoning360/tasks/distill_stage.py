@@ -1,0 +1,176 @@
+"""The distill stage: a teacher answers the SFT problems; its graded answers become the SFT
+data of the short-CoT and long-CoT baselines (correct / incorrect / incorrect_format).
+
+Same loop as `r360 distill` (tasks/distill.py: grading, the resumable samples.jsonl, the
+splits); only where samples come from differs, by `distill.backend`:
+  builtin  the local engine's sampler, in this process (CPU or one GPU; the embedded default)
+  vllm     `r360 serve TEACHER` started inside the job on a free port, then the HTTP client;
+           on a cluster this is one vLLM server per task, one Slurm array task each, as the
+           paper's QwQ-32B generation. The server is stopped when the stage ends or fails.
+The teacher is an upstream SFT stage of this sweep (`teacher`) or a checkpoint path
+(`teacher_path`). A killed stage resumes from samples.jsonl and never asks a prompt twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .distill import Client, distill_rows, input_path, render
+
+
+def teacher_dir(spec: dict[str, Any], deps: dict[str, Path]) -> Path:
+    if deps.get("teacher"):
+        return Path(deps["teacher"]) / "model"
+    path = Path(str(spec.get("teacher_path") or "")).expanduser()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"distill teacher {path}: not a local HF checkpoint directory")
+    return path
+
+
+def settings_of(spec: dict[str, Any]) -> argparse.Namespace:
+    s = spec["sampling"]
+    return argparse.Namespace(n=int(s["n"]), max_tokens=int(s["max_new_tokens"]),
+                              temperature=float(s["temperature"]), top_p=float(s["top_p"]),
+                              rejection=bool(s["rejection"]), batch_size=int(spec["batch_size"]),
+                              seed=int(spec.get("seed", 0)), quiet=True)
+
+
+class LocalSampler:
+    """The local engine's batched KV-cache sampler on the teacher, one generate call per batch."""
+
+    def __init__(self, model_dir: Path, runtime: dict[str, Any]):
+        from ..engines.local import data as D
+        from ..engines.local.model import load_policy, setup_runtime
+
+        self.device = setup_runtime(runtime)
+        self.model, self.tok = load_policy({}, model_dir.parent, 0, self.device) if model_dir.name == "model" \
+            else load_policy({"path": str(model_dir), "tokenizer": "path"}, None, 0, self.device)
+        self.D, self.tokenizer = D, self.tok
+
+    def sample_batch(self, requests, prompts, rows, a) -> list[list[tuple[str, str]]]:
+        """One generate call for the batch (its requests all ask the same n), seeded by its first
+        request, so a rerun of the batch draws the same samples."""
+        from ..engines.local.sampler import SamplingParams, generate
+
+        if not requests:
+            return []
+        n = requests[0][1]
+        assert all(r[1] == n for r in requests), "a batch asks the same n of every prompt"
+        ids = [self.D.encode_prompt(self.tok, self.D.render_prompt(self.tok, rows[i]["prompt"]))
+               for i, _, _ in requests]
+        sp = SamplingParams(n=n, temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_tokens,
+                            seed=requests[0][2])
+        res = generate(self.model, self.tok, ids, sp)
+        return [[(c.text, "stop" if c.finished else "length") for c in comps] for comps in res.completions]
+
+    def close(self) -> None:
+        pass
+
+
+class ServedTeacher:
+    """`r360 serve TEACHER` on a free port for the stage's lifetime, and a client to it."""
+
+    def __init__(self, model_dir: Path, stage_dir: Path, runtime: dict[str, Any]):
+        import httpx
+
+        d = runtime.get("distill") or {}
+        port = _free_port()
+        argv = [sys.executable, "-m", "reasoning360.cli", "serve", str(model_dir), "--port", str(port),
+                "--served-model-name", "teacher",
+                "--tensor-parallel-size", str(int(d.get("tensor_parallel_size") or 1))]
+        if runtime.get("device") not in (None, "auto"):
+            argv += ["--device", str(runtime["device"])]
+        if d.get("vllm_args"):
+            argv += ["--vllm-args", str(d["vllm_args"])]
+        self.log = open(stage_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + float(d.get("server_timeout_s") or 900)
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.close()
+                tail = (stage_dir / "server.log").read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"the teacher's vLLM server did not come up (see {stage_dir / 'server.log'}):\n{tail}")
+            time.sleep(1)
+        self.tokenizer = _tokenizer(model_dir)
+        self.client = Client(url, "teacher", "EMPTY", timeout=600.0, retries=3, endpoint="completions",
+                             concurrency=int(d.get("concurrency") or 8))
+
+    def sample_batch(self, requests, prompts, rows, a):
+        return self.client.sample_batch(requests, prompts, rows, a)
+
+    def close(self) -> None:
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        if self.proc.poll() is None:          # the whole session: vLLM's engine processes too
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_distill(ctx) -> dict[str, Any]:
+    from ..progress import progress_bar
+    from .data import load_rows
+
+    spec = ctx.spec
+    teacher = teacher_dir(spec, ctx.deps)
+    src = input_path(str(ctx.deps["data"]), spec.get("problems") or "sft")
+    rows = load_rows(src)
+    if not rows:
+        raise ValueError(f"distill: {src} has no problems (data.sft_size is 0?)")
+    a = settings_of(spec)
+    if spec["backend"] == "vllm":
+        sampler = ServedTeacher(teacher, ctx.stage_dir, ctx.runtime)
+    else:
+        sampler = LocalSampler(teacher, ctx.runtime)
+    try:
+        prompts = [render(r["prompt"], sampler.tokenizer) for r in rows]
+        with progress_bar(f"distill {spec['task']} {spec.get('source', '')}", len(rows),
+                          enabled=ctx.show_progress) as bar:
+            seen = [0]
+
+            def progress(done: int, total: int) -> None:
+                bar.advance(done - seen[0])
+                seen[0] = done
+
+            summary = distill_rows(rows, prompts, sampler, ctx.stage_dir, a, source=str(src),
+                                   settings={"teacher": str(teacher), "backend": spec["backend"]},
+                                   progress=progress)
+    finally:
+        sampler.close()
+    tracker = ctx.make_tracker(0)
+    tracker.log(0, **{k: summary[k] for k in ("accuracy", "format_rate", "backtracks_mean", "samples")})
+    tracker.close()
+    return summary
+
+
+def _tokenizer(model_dir: Path):
+    """The teacher's tokenizer, for its chat template (None when it has none to offer)."""
+    if not (model_dir / "tokenizer_config.json").exists():
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
