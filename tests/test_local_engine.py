@@ -348,6 +348,28 @@ def test_grpo_runs_and_logs(sft_stage, dataset, tmp_path, stub_scorer):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_grpo_skipping_zero_advantage_groups_is_exact(sft_stage, dataset, tmp_path, stub_scorer):
+    """With no KL and no entropy term a group with one reward for all n samples has no gradient;
+    skipping its forward/backward must leave the update unchanged. A KL coefficient of 1e-12
+    turns skipping off (its gradient at the reference is 0 and its size negligible)."""
+    rl = {"lr": 1e-3, "steps": 2, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1,
+          "clip_ratio": 0.2, "kl_coef": 0.0, "kl_type": "low_var_kl", "entropy_coef": 0.0,
+          "loss_agg_mode": "token-mean", "norm_adv_by_std": True, "grad_clip": 1.0, "warmup_steps": 0,
+          "save_every": 0, "val_every": 0, "recompute_old_logprobs": False,
+          "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48}}
+    out = {}
+    for name, kl in (("skip", 0.0), ("full", 1e-12)):
+        spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
+                "model": dict(MODEL), "rl": {**rl, "kl_coef": kl}, "rollout_backend": "builtin", "seed": 0}
+        local.run_grpo(make_ctx(tmp_path / name, spec, {"data": dataset, "init": sft_stage}))
+        out[name] = read_metrics(tmp_path / name)
+    skipped = [r["zero_adv_skipped_frac"] for r in out["skip"]]
+    assert any(f > 0 for f in skipped) and all(r["zero_adv_skipped_frac"] == 0 for r in out["full"])
+    a, b = _weights(tmp_path / "skip"), _weights(tmp_path / "full")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [r["grad_norm"] for r in out["skip"]] == pytest.approx([r["grad_norm"] for r in out["full"]], rel=1e-4)
+
+
 def test_grpo_cold_start_and_eval(dataset, tmp_path, stub_scorer):
     rl = {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "save_every": 0,
           "rollout": {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8}}

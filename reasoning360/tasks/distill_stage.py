@@ -25,6 +25,8 @@ from typing import Any
 
 from .distill import Client, distill_rows, input_path, render
 
+PROMPT_ROOM = 4096      # tokens a served teacher keeps for the prompt beyond the longest answer
+
 
 def teacher_dir(spec: dict[str, Any], deps: dict[str, Path]) -> Path:
     if deps.get("teacher"):
@@ -78,13 +80,21 @@ class LocalSampler:
 class ServedTeacher:
     """`r360 serve TEACHER` on a free port for the stage's lifetime, and a client to it."""
 
-    def __init__(self, model_dir: Path, stage_dir: Path, runtime: dict[str, Any]):
+    def __init__(self, model_dir: Path, stage_dir: Path, runtime: dict[str, Any], max_new_tokens: int):
         import httpx
+
+        from ..vllm.launch import checkpoint_config
 
         d = runtime.get("distill") or {}
         port = _free_port()
+        # Room for the prompt and the longest answer (r360 serve's default caps at 8192), within
+        # what the model supports.
+        max_len = max_new_tokens + PROMPT_ROOM
+        mpe = checkpoint_config(model_dir).get("max_position_embeddings")
+        if isinstance(mpe, int) and mpe > 0:
+            max_len = min(max_len, mpe)
         argv = [sys.executable, "-m", "reasoning360.cli", "serve", str(model_dir), "--port", str(port),
-                "--served-model-name", "teacher",
+                "--served-model-name", "teacher", "--max-model-len", str(max_len),
                 "--tensor-parallel-size", str(int(d.get("tensor_parallel_size") or 1))]
         if runtime.get("device") not in (None, "auto"):
             argv += ["--device", str(runtime["device"])]
@@ -143,7 +153,7 @@ def run_distill(ctx) -> dict[str, Any]:
         raise ValueError(f"distill: {src} has no problems (data.sft_size is 0?)")
     a = settings_of(spec)
     if spec["backend"] == "vllm":
-        sampler = ServedTeacher(teacher, ctx.stage_dir, ctx.runtime)
+        sampler = ServedTeacher(teacher, ctx.stage_dir, ctx.runtime, a.max_tokens)
     else:
         sampler = LocalSampler(teacher, ctx.runtime)
     try:

@@ -156,6 +156,11 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
     # pads little; the loss is normalised over the whole mini-batch, so the gradient does not
     # depend on this (only speed and memory do).
     micro = int(cfg.get("micro_batch_size") or 0) * n or 64
+    # A sequence whose group got one reward for all n samples has advantage 0: with no KL and no
+    # entropy term its loss and gradient are exactly 0, and the loss is normalised over the whole
+    # mini-batch, so skipping its forward/backward changes nothing but the time (cold start on a
+    # from-scratch model skips them all; the loss metrics then cover the sequences trained on).
+    skip_zero_adv = not kl_coef and not ent_coef
     order = D.PromptOrder(len(train), bs, seed)
     opt = make_optimizer(model, cfg)
     sched = _constant_with_warmup(opt, int(cfg.get("warmup_steps") or 0))
@@ -228,6 +233,7 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
                 b["ref_logp"] = no_grad_logprobs(ref, b, micro, temp)
 
             model.train()
+            skipped = 0
             acc: dict[str, list[float]] = {}
             gnorms = []
             lr = sched.get_last_lr()[0]
@@ -240,6 +246,9 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
                     n_tok = b["mask"][rows_mb].sum()
                     n_seq = (b["mask"][rows_mb].sum(1) > 0).sum()
                     rows_mb = rows_mb[torch.argsort(b["attn"][rows_mb].sum(1), stable=True)]
+                    if skip_zero_adv:      # no gradient from them: skip their forward/backward
+                        rows_mb = rows_mb[(adv[rows_mb] != 0).any(1)]
+                        skipped += int(n_seq) - len(rows_mb)
                     for s in range(0, len(rows_mb), micro):
                         sel = rows_mb[s:s + micro]
                         logp, ent = response_logprobs(model, b, sel, temp, "grad" if ent_coef else True)
@@ -255,6 +264,9 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
                         loss.backward()
                         for k, v in met.items():
                             acc.setdefault(k, []).append(float(v))
+                    if not len(rows_mb):      # all skipped: a zero gradient, so Adam's step
+                        for p in model.parameters():  # still applies its momentum, as in verl
+                            p.grad = torch.zeros_like(p)
                     gnorms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                                        float(cfg["grad_clip"] or 1e9))))
                     opt.step()
@@ -274,6 +286,7 @@ def run_grpo(ctx: StageContext) -> dict[str, Any]:
                    "backtracks_mean": float(np.mean(backtracks)),
                    **{k: float(np.mean(v)) for k, v in acc.items()},
                    "grad_norm": float(np.mean(gnorms)), "lr": lr,
+                   "zero_adv_skipped_frac": skipped / max(len(comps) * int(cfg["ppo_epochs"]), 1),
                    "rollout_s": t_roll, "reward_s": t_reward, "train_s": t_train, "step_s": time.perf_counter() - t0,
                    "rollout_tokens_per_s": resp_tokens / max(t_roll, 1e-9),
                    "train_tokens_per_s": train_tokens / max(t_train, 1e-9),

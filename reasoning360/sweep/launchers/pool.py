@@ -186,7 +186,8 @@ def _die_with_parent() -> None:
 def _label(stage) -> str:
     s = stage.spec
     what = {"traces": f"k={s.get('k')}", "distill": s.get("source", "")}.get(stage.kind, "")
-    return f"{stage.kind} {s.get('task', '')} {what} ({stage.points[0] if stage.points else stage.id})".strip()
+    words = [stage.kind, s.get("task", ""), what, f"({stage.points[0] if stage.points else stage.id})"]
+    return " ".join(w for w in words if w)
 
 
 class _Bars:
