@@ -69,12 +69,35 @@ def last_step(stage_dir: Path) -> int:
     return 0
 
 
+def descendants(plan: Plan) -> dict[str, int]:
+    """Stage id -> how many stages depend on it, directly or not."""
+    children: dict[str, set[str]] = {sid: set() for sid in plan.stages}
+    for sid, st in plan.stages.items():
+        for dep in st.deps.values():
+            if dep in children:
+                children[dep].add(sid)
+    memo: dict[str, set[str]] = {}
+
+    def below(sid: str) -> set[str]:
+        if sid not in memo:
+            memo[sid] = set()
+            for c in children[sid]:
+                memo[sid] |= {c} | below(c)
+        return memo[sid]
+
+    return {sid: len(below(sid)) for sid in plan.stages}
+
+
 def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: int,
              fail_fast: bool = False, on_point_done=None) -> tuple[int, bool]:
     """Run every not-DONE stage of `plan`, at most `workers` at once, `threads` torch threads
     each. Returns (failed stages, interrupted). `on_point_done(point_plan, error)` is called
     once per point when its last stage ends (error: None or why it did not finish)."""
     todo = [sid for sid in plan.stages if not store.stage(sid).is_done()]
+    # Stages with more work below them first (a critical-path rule: the k points' SFTs before
+    # any RL), then plan order; so the last minutes are not one long chain on one core.
+    below = descendants(plan)
+    todo.sort(key=lambda sid: -below[sid])
     failed: dict[str, str] = {}                    # stage id -> why (failed, or an upstream failed)
     running: dict[str, Running] = {}
     interrupts = [0]
