@@ -31,6 +31,7 @@ import pandas as pd
 
 from reasoning360.sweep import sweepdir
 from reasoning360.sweep.graph import ROLES
+from reasoning360.tracking import last_step
 TRAIN_ROLES = ("sft", "rl")
 EVAL_ROLES = ("sft_eval", "rl_eval")
 STATES = ("done", "running", "interrupted", "failed", "pending")
@@ -248,7 +249,8 @@ def _stage_state(path: Path) -> dict[str, Any]:
     if attempts:
         out["wall_s"] = sum(_num(a.get("seconds")) for a in attempts)
     if "metrics.jsonl" in names:
-        out["last_step"] = _last_step(path / "metrics.jsonl")
+        step = last_step(path)
+        out["last_step"] = math.nan if step is None else float(step)
     if out["state"] == "failed":
         return out
     if attempts and attempts[-1].get("status") in ("interrupted", "preempted"):
@@ -269,24 +271,6 @@ def _attempts(path: Path) -> list[dict]:
     except OSError:
         pass
     return rows
-
-
-def _last_step(path: Path) -> float:
-    """The step of the last complete line of a metrics.jsonl (reads only its tail)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 8192))
-            tail = fh.read().splitlines()
-    except OSError:
-        return math.nan
-    for line in reversed(tail):
-        try:
-            return float(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
-            continue
-    return math.nan
 
 
 def _point_state(states: dict[str, dict]) -> tuple[str, str]:

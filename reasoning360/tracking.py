@@ -61,6 +61,24 @@ class Tracker:
             self._wandb = None
 
 
+def last_step(stage_dir: str | os.PathLike) -> int | None:
+    """The step of the last whole line of metrics.jsonl, from its tail only (cheap to poll);
+    None when there is none yet."""
+    try:
+        with open(Path(stage_dir) / "metrics.jsonl", "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            tail = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(tail):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 def write_metrics_parquet(stage_dir: str | os.PathLike) -> None:
     """Columnar copy of metrics.jsonl, so analysis loads 1,000s of stages quickly."""
     import pandas as pd

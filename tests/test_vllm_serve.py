@@ -127,8 +127,6 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import httpx
-
     if not vllm_importable():
         pytest.skip(NOT_IMPORTABLE)
     tmp = tmp_path_factory.mktemp("serve")
@@ -140,17 +138,9 @@ def server(tmp_path_factory):
                              "--served-model-name", "tiny"], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail("r360 serve did not come up:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(1)
+    if not launch.wait_until_serving(url, proc, 300):
+        proc.kill()
+        pytest.fail("r360 serve did not come up:\n" + (tmp / "server.log").read_text()[-3000:])
     yield {"url": url, "pid": proc.pid, "proc": proc, "tmp": tmp}
     # Stop the server by its PID (r360 serve exec'd into it) and check nothing is left.
     kids = _children(proc.pid)

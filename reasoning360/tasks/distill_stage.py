@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +80,7 @@ class ServedTeacher:
     """`r360 serve TEACHER` on a free port for the stage's lifetime, and a client to it."""
 
     def __init__(self, model_dir: Path, stage_dir: Path, runtime: dict[str, Any], max_new_tokens: int):
-        import httpx
-
-        from ..vllm.launch import checkpoint_config
+        from ..vllm.launch import checkpoint_config, wait_until_serving
 
         d = runtime.get("distill") or {}
         port = _free_port()
@@ -103,18 +100,10 @@ class ServedTeacher:
         self.log = open(stage_dir / "server.log", "ab")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}/v1"
-        deadline = time.time() + float(d.get("server_timeout_s") or 900)
-        while True:
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.time() > deadline:
-                self.close()
-                tail = (stage_dir / "server.log").read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"the teacher's vLLM server did not come up (see {stage_dir / 'server.log'}):\n{tail}")
-            time.sleep(1)
+        if not wait_until_serving(url, self.proc, float(d.get("server_timeout_s") or 900)):
+            self.close()
+            tail = (stage_dir / "server.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"the teacher's vLLM server did not come up (see {stage_dir / 'server.log'}):\n{tail}")
         self.tokenizer = _tokenizer(model_dir)
         self.client = Client(url, "teacher", "EMPTY", timeout=600.0, retries=3, endpoint="completions",
                              concurrency=int(d.get("concurrency") or 8))

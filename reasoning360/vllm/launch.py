@@ -190,3 +190,22 @@ def find_vllm_python() -> str | None:
     if vllm_importable():
         return sys.executable
     return None
+
+
+def wait_until_serving(base_url: str, proc, timeout_s: float) -> bool:
+    """Poll `base_url`/models until the server answers (True), its process exits or the time
+    runs out (False)."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            return False
+        time.sleep(1)

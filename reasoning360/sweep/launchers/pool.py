@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from ...tracking import last_step
 from ..graph import Plan
 from ..store import Store
 
@@ -46,27 +46,6 @@ def stage_total(stage) -> int | None:
     if stage.kind == "rl":
         return int(stage.spec["rl"]["steps"])
     return None
-
-
-def last_step(stage_dir: Path) -> int:
-    """The step of the last whole line of metrics.jsonl (read from its tail only)."""
-    import json
-
-    path = stage_dir / "metrics.jsonl"
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 4096))
-            lines = f.read().splitlines()
-    except OSError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line).get("step", 0))
-        except (ValueError, AttributeError):
-            continue
-    return 0
 
 
 def descendants(plan: Plan) -> dict[str, int]:
@@ -184,7 +163,7 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
                 if not running:
                     break
             for sid in running:
-                bars.update(sid, last_step(store.stage(sid).path))
+                bars.update(sid, last_step(store.stage(sid).path) or 0)
             time.sleep(0.5)
     finally:
         bars.close()
