@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -29,6 +30,7 @@ from ..graph import Plan
 from ..store import Store
 
 LOG = "local.log"
+REPO = Path(__file__).resolve().parents[3]
 
 
 @dataclass
@@ -106,7 +108,9 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
         sd = store.stage(sid).path
         sd.mkdir(parents=True, exist_ok=True)
         log = open(sd / LOG, "ab")
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
+               # this checkout's package, whatever the directory the sweep was started from
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen([sys.executable, "-m", "reasoning360.sweep.runner", str(store.root), sid,
                                  "--threads", str(threads)], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True, preexec_fn=_die_with_parent)
