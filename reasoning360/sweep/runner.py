@@ -148,9 +148,17 @@ class _lock:
         self.fh.close()
 
 
+def _use_all_cores(*_: Any) -> None:
+    """USR1 from the local pool: this stage now runs alone, so it may use every core."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m reasoning360.sweep.runner STORE STAGE_ID [--threads N]`: one stage in this
-    process. USR2 asks it to checkpoint at the next step boundary and stop (exit 3)."""
+    process. USR2 asks it to checkpoint at the next step boundary and stop (exit 3); USR1 lets
+    it use every core (sent when it is left running alone)."""
     import argparse
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # effective only before torch loads
@@ -161,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     preempt = PreemptFlag()
     signal.signal(signal.SIGUSR2, preempt.request)
+    signal.signal(signal.SIGUSR1, _use_all_cores)
     try:
         summary = run_stage(Store(a.store), a.stage_id, show_progress=sys.stdout.isatty(), preempt=preempt,
                             runtime_overrides=None if a.threads is None else {"threads": a.threads})

@@ -7,7 +7,8 @@ one-thread stages at once finish the study sooner. Each stage runs as its own pr
 its own session with its output in `<stage>/local.log`, and killed if this process dies; this
 process only schedules and shows progress (one bar per running stage, from its metrics.jsonl).
 
-Ctrl-C once sends USR2 to every running stage (checkpoint at the next step boundary, stop);
+A stage left running alone with nothing else to start (the tail of a sweep) gets USR1: it
+then uses every core. Ctrl-C once sends USR2 to every running stage (checkpoint at the next step boundary, stop);
 twice sends SIGTERM (stop now; the last interval checkpoint remains). Either way the same
 command resumes. A failed stage skips the stages below it; other points go on.
 """
@@ -39,6 +40,7 @@ class Running:
     proc: subprocess.Popen
     started: float
     log: Any
+    boosted: bool = False          # told to use every core (USR1)
 
 
 def stage_total(stage) -> int | None:
@@ -79,6 +81,7 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
     # any RL), then plan order; so the last minutes are not one long chain on one core.
     below = descendants(plan)
     todo.sort(key=lambda sid: -below[sid])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     failed: dict[str, str] = {}                    # stage id -> why (failed, or an upstream failed)
     running: dict[str, Running] = {}
     interrupts = [0]
@@ -166,6 +169,13 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
                 report_points()
                 if not running:
                     break
+                if len(running) == 1 and threads < cores and not any(
+                        sid not in running and sid not in failed and not store.stage(sid).is_done()
+                        and ready(sid) for sid in todo):
+                    (r,) = running.values()     # the tail: one stage left running, nothing to start
+                    if not r.boosted and time.time() - r.started > 10:   # its handler is set by then
+                        r.boosted = True
+                        os.kill(r.proc.pid, signal.SIGUSR1)
             for sid in running:
                 bars.update(sid, last_step(store.stage(sid).path) or 0)
             time.sleep(0.5)
