@@ -54,7 +54,7 @@ class LocalSampler:
         self.device = setup_runtime(runtime)
         self.model, self.tok = load_policy({}, model_dir.parent, 0, self.device) if model_dir.name == "model" \
             else load_policy({"path": str(model_dir), "tokenizer": "path"}, None, 0, self.device)
-        self.D, self.tokenizer = D, self.tok
+        self.D, self.tokenizer = D, self.tok       # prompts are rendered with it (run_distill)
 
     def sample_batch(self, requests, prompts, rows, a) -> list[list[tuple[str, str]]]:
         """One generate call for the batch (its requests all ask the same n), seeded by its first
@@ -65,8 +65,7 @@ class LocalSampler:
             return []
         n = requests[0][1]
         assert all(r[1] == n for r in requests), "a batch asks the same n of every prompt"
-        ids = [self.D.encode_prompt(self.tok, self.D.render_prompt(self.tok, rows[i]["prompt"]))
-               for i, _, _ in requests]
+        ids = [self.D.encode_prompt(self.tok, prompts[i]) for i, _, _ in requests]
         sp = SamplingParams(n=n, temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_tokens,
                             seed=requests[0][2])
         res = generate(self.model, self.tok, ids, sp)
