@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import atomic
+from ..cores import usable_cores
 from ..engines.context import PreemptFlag, Preempted, StageContext
 from ..tracking import Tracker
 from .graph import deps_of
@@ -152,7 +153,7 @@ def _use_all_cores(*_: Any) -> None:
     """USR1 from the local pool: this stage now runs alone, so it may use every core."""
     import torch
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    torch.set_num_threads(usable_cores())
 
 
 def main(argv: list[str] | None = None) -> int:

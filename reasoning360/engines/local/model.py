@@ -8,12 +8,12 @@ passed to `from_pretrained`: only directories that exist.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ...cores import usable_cores
 from .tokenizer import load_tokenizer
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -28,7 +28,7 @@ def setup_runtime(runtime: dict[str, Any] | None) -> torch.device:
     runtime = runtime or {}
     threads = int(runtime.get("threads") or 0)
     if threads <= 0:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = usable_cores()
     torch.set_num_threads(threads)
     want = (runtime.get("device") or "auto").lower()
     if want == "auto":

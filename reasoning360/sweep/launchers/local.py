@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ...cores import usable_cores
 from ...engines.context import PreemptFlag, Preempted
 from .. import results
 from ..graph import ROLES, Plan
@@ -115,9 +116,7 @@ def concurrency(c: dict[str, Any]) -> tuple[int, int]:
     one stage on a GPU; on CPU one thread per stage below 4 cores, else two, and as many stages
     as that fills (a tiny model gains little from more threads, much from running stages side
     by side)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     want = c["launcher"].get("workers", 1)
     threads = int(c["engine"].get("threads") or 0)
     if want == "auto":
@@ -125,9 +124,7 @@ def concurrency(c: dict[str, Any]) -> tuple[int, int]:
             return 1, threads
         threads = threads or (1 if cores < 4 else 2)
         return max(1, cores // threads), threads
-    if isinstance(want, bool) or not isinstance(want, int) or want < 1:
-        raise ValueError(f"launcher.workers: expected auto or a positive integer, got {want!r}")
-    return want, threads or max(1, cores // want)
+    return want, threads or max(1, cores // want)      # main.validate refused anything but auto or an int >= 1
 
 
 def _on_gpu(c: dict[str, Any]) -> bool:

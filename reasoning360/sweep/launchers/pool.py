@@ -26,6 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
+from ...cores import usable_cores
 from ...tracking import last_step
 from ..graph import Plan
 from ..store import Store
@@ -81,8 +82,9 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
     # any RL), then plan order; so the last minutes are not one long chain on one core.
     below = descendants(plan)
     todo.sort(key=lambda sid: -below[sid])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     failed: dict[str, str] = {}                    # stage id -> why (failed, or an upstream failed)
+    skipped: set[str] = set()                      # ... of those, the ones whose upstream failed
     running: dict[str, Running] = {}
     interrupts = [0]
     reported: set[str] = set()
@@ -161,6 +163,7 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
                     why = blocked(sid)
                     if why:
                         failed[sid] = why
+                        skipped.add(sid)
                         continue
                     if len(running) < workers and ready(sid) and not (fail_fast and failed):
                         running[sid] = start(sid)
@@ -185,7 +188,7 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
         for r in running.values():           # only on an exception in this loop
             r.proc.kill()
     report_points()
-    return sum(1 for s in failed if not failed[s].startswith("upstream")), bool(interrupts[0])
+    return len(failed) - len(skipped), bool(interrupts[0])
 
 
 def _die_with_parent() -> None:
