@@ -16,9 +16,11 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from reasoning360.sweep.main import main_cli
+    import sys
 
-    main_cli(cfg)
+    from reasoning360.launchers import run_sweep
+
+    sys.exit(run_sweep(cfg))
 
 
 if __name__ == "__main__":

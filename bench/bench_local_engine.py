@@ -29,7 +29,7 @@ from reasoning360.engines.context import StageContext  # noqa: E402
 from reasoning360.engines.local import data as D  # noqa: E402
 from reasoning360.engines.local.grpo import run_grpo  # noqa: E402
 from reasoning360.engines.local.model import load_policy  # noqa: E402
-from reasoning360.engines.local.sampler import SamplingParams, generate  # noqa: E402
+from reasoning360.rollout.sampler import SamplingParams, generate  # noqa: E402
 from reasoning360.engines.local.sft import make_optimizer, sft_step  # noqa: E402
 from reasoning360.tracking import Tracker, read_metrics  # noqa: E402
 

@@ -31,7 +31,8 @@ from reasoning360.engines.context import StageContext  # noqa: E402
 from reasoning360.engines.local import data as D  # noqa: E402
 from reasoning360.engines.local.grpo import run_grpo  # noqa: E402
 from reasoning360.engines.local.model import load_policy  # noqa: E402
-from reasoning360.engines.local.sampler import BuiltinRollout, SamplingParams  # noqa: E402
+from reasoning360.rollout import SamplingParams  # noqa: E402
+from reasoning360.rollout.builtin import BuiltinRollout  # noqa: E402
 from reasoning360.tracking import Tracker, read_metrics  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,7 +49,7 @@ def build_data(tmp: Path) -> Path:
 
 
 def time_rollout(engine, prompts, sp: SamplingParams, repeats: int) -> dict:
-    engine.generate(prompts[:8], SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=1))   # warm-up
+    engine.generate(prompts[:8], SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=1, top_p=1.0))   # warm-up
     runs = []
     for r in range(repeats):
         t0 = time.perf_counter()
@@ -61,7 +62,7 @@ def time_rollout(engine, prompts, sp: SamplingParams, repeats: int) -> dict:
 
 
 def bench_rollouts(model_cfg, data: Path, device, batches: list[int], max_new: int, repeats: int) -> dict:
-    from reasoning360.vllm.rollout import VLLMRollout
+    from reasoning360.rollout.vllm import VLLMRollout
 
     model, tok = load_policy(model_cfg, None, 0, device)
     rows = D.read_rows(data / "train.parquet")
@@ -79,7 +80,7 @@ def bench_rollouts(model_cfg, data: Path, device, batches: list[int], max_new: i
         for batch in batches:
             prompts = [D.encode_prompt(tok, D.render_prompt(tok, rows[i % len(rows)]["prompt"]))
                        for i in range(batch // n)]
-            sp = SamplingParams(n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new)
+            sp = SamplingParams(n=n, temperature=1.0, top_p=1.0, max_new_tokens=max_new, seed=None)
             for name, eng in engines.items():
                 r = time_rollout(eng, prompts, sp, repeats)
                 out[f"{name}_b{batch}_tokens_per_s"] = round(r["tokens_per_s"])

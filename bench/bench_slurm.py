@@ -1,4 +1,4 @@
-"""Bench the Slurm launcher on the real local cluster (reasoning360/cluster/localslurm/).
+"""Bench the Slurm launcher on the real local cluster (reasoning360/launchers/slurm/localslurm/).
 
     python bench/bench_slurm.py [--points 1000] [--keep]
 
@@ -38,7 +38,7 @@ def make_shims(d: Path, log: Path) -> None:
     for name in SHIMMED:
         real = shutil.which(name)
         if real is None:
-            sys.exit(f"{name} not found: start the local cluster (reasoning360/cluster/localslurm/start-slurm.sh)")
+            sys.exit(f"{name} not found: start the local cluster (reasoning360/launchers/slurm/localslurm/start-slurm.sh)")
         sh = d / name
         sh.write_text(textwrap.dedent(f"""\
             #!/bin/bash
@@ -71,7 +71,7 @@ def main() -> int:
     ap.add_argument("--skip-hydra", action="store_true")
     args = ap.parse_args()
     if shutil.which("sbatch") is None:
-        sys.exit("Slurm is not running here: bash reasoning360/cluster/localslurm/start-slurm.sh")
+        sys.exit("Slurm is not running here: bash reasoning360/launchers/slurm/localslurm/start-slurm.sh")
     n_seeds = args.points // 4
     tmp = Path(tempfile.mkdtemp(prefix="r360-bench-"))
     log = tmp / "calls.log"
@@ -88,9 +88,9 @@ def main() -> int:
         from compose import compose_cfg
         from rich.console import Console
 
-        from reasoning360.cluster import slurm_query
-        from reasoning360.cluster.jobs import JobsFile
-        from reasoning360.cluster.submit import launch
+        from reasoning360.launchers.slurm import query as slurm_query
+        from reasoning360.launchers.slurm.jobs import JobsFile
+        from reasoning360.launchers.slurm.submit import launch
         from reasoning360.sweep import main as sweep_main
 
         t0 = time.perf_counter()
@@ -129,7 +129,7 @@ def main() -> int:
         report["status_cli_s"] = round(time.perf_counter() - t0, 2)
         report["status_calls"] = calls(log, mark)
         report["status_rows"] = len(p.stdout.splitlines()) - 2
-        from reasoning360.cluster import status
+        from reasoning360.launchers.slurm import status
 
         slurm_query.CALLS.clear()
         t0 = time.perf_counter()

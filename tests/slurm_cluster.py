@@ -1,6 +1,6 @@
 """A real single-node Slurm cluster for the tests (pytest fixture `slurm_cluster`).
 
-Session-scoped: started once by reasoning360/cluster/localslurm/start-slurm.sh (root on
+Session-scoped: started once by reasoning360/launchers/slurm/localslurm/start-slurm.sh (root on
 Debian; it apt-installs slurm-wlm, munge and mariadb when missing), stopped at the end by
 stop-slurm.sh, which kills exactly the daemons it started, by PID. A cluster that was
 already up when the session began is used and left running. Anywhere else the tests that

@@ -10,7 +10,7 @@ import torch
 
 from reasoning360.engines.local import losses as L
 from reasoning360.engines.local.grpo import build_batch, gather_response
-from reasoning360.engines.local.sampler import Completion
+from reasoning360.rollout.sampler import Completion
 
 
 def _rewards(scores, T=3, lengths=None):

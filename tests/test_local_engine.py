@@ -23,7 +23,7 @@ from reasoning360.engines.context import Preempted, StageContext
 from reasoning360.engines.local import checkpoint as ckpt
 from reasoning360.engines.local import data as D
 from reasoning360.engines.local.model import load_policy, setup_runtime
-from reasoning360.engines.local.sampler import SamplingParams, generate, sequence_logprobs
+from reasoning360.rollout.sampler import SamplingParams, generate, sequence_logprobs
 from reasoning360.engines.local.tokenizer import TAGS, build_char_tokenizer
 from reasoning360.tracking import Tracker, read_metrics
 
@@ -199,7 +199,7 @@ def _prompts(tok, dataset, n=16):
 def test_sampler_greedy_equals_generate(sft_stage, dataset):
     model, tok = load_policy(MODEL, sft_stage, 0, torch.device("cpu"))
     prompts = _prompts(tok, dataset)
-    out = generate(model, tok, prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=60))
+    out = generate(model, tok, prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=60, top_p=1.0, seed=None))
     enc = tok.pad({"input_ids": prompts}, return_tensors="pt")
     with torch.no_grad():
         ref = model.generate(**enc, max_new_tokens=60, do_sample=False, pad_token_id=tok.pad_token_id,
@@ -233,7 +233,7 @@ def test_fast_decoder_matches_generate_on_other_layouts(arch, kv_heads):
     """Qwen2's q/k/v biases and grouped-query attention take the fused decoder's other branches."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    from reasoning360.engines.local.sampler import _FastDecoder
+    from reasoning360.rollout.sampler import _FastDecoder
 
     cls, conf = {"qwen2": (Qwen2ForCausalLM, Qwen2Config), "llama": (LlamaForCausalLM, LlamaConfig)}[arch]
     torch.manual_seed(0)
@@ -249,7 +249,7 @@ def test_fast_decoder_matches_generate_on_other_layouts(arch, kv_heads):
             return [str(t) for t in toks]
 
     prompts = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
-    out = generate(model, Tok(), prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=20))
+    out = generate(model, Tok(), prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=20, top_p=1.0, seed=None))
     for p, group in zip(prompts, out.completions):
         ref = model.generate(torch.tensor([p]), max_new_tokens=20, do_sample=False, eos_token_id=1,
                              pad_token_id=0)[0, len(p):].tolist()
@@ -259,7 +259,7 @@ def test_fast_decoder_matches_generate_on_other_layouts(arch, kv_heads):
 def test_sampling_follows_the_distribution():
     """The inverse-CDF draw: frequencies match softmax(logits / T), top-p cuts the tail, and a
     zero-probability token is never drawn."""
-    from reasoning360.engines.local.sampler import _pick
+    from reasoning360.rollout.sampler import _pick
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2, 0.0]])).repeat(20000, 1)
     gen = torch.Generator().manual_seed(0)

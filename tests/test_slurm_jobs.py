@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reasoning360.cluster import slurm_query, status
-from reasoning360.cluster.jobs import JobsFile
+from reasoning360.launchers.slurm import query as slurm_query, status
+from reasoning360.launchers.slurm.jobs import JobsFile
 from reasoning360.sweep import sweepdir
 
 from slurm_cluster import TINY, cancel_sweep, r360, sweep_cmd, wait_for

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from reasoning360.cluster import arrays, resources, sbatch, slurm_query, status, submit
-from reasoning360.cluster.jobs import JobsFile
-from reasoning360.cluster.resources import ResourceError
-from reasoning360.cluster.slurm_query import ClusterInfo, NodeInfo, PartitionInfo
+from reasoning360.launchers.slurm import arrays, resources, sbatch, query as slurm_query, status, submit
+from reasoning360.launchers.slurm.jobs import JobsFile
+from reasoning360.launchers.slurm.resources import ResourceError
+from reasoning360.launchers.slurm.query import ClusterInfo, NodeInfo, PartitionInfo
 from reasoning360.sweep import main
 
 from compose import compose_cfg
@@ -274,7 +274,7 @@ def test_render_without_slurm(tmp_path, monkeypatch):
     files = sorted(p.name for p in out.glob("*.sbatch"))
     assert files[0] == "00-data.sbatch" and "analysis.sbatch" in files
     text = (out / "02-sft.sbatch").read_text()
-    assert "#SBATCH --array=0-1" in text and "reasoning360.cluster.job" in text
+    assert "#SBATCH --array=0-1" in text and "reasoning360.launchers.slurm.job" in text
     sh = (out / "submit.sh").read_text()
     assert "--dependency=\"aftercorr:${J_traces}" in sh and "afterany:" in sh
     # the launcher refuses to submit without Slurm, before writing anything
@@ -285,14 +285,14 @@ def test_render_without_slurm(tmp_path, monkeypatch):
 def test_templates_run_what_the_launcher_runs(tmp_path):
     """slurm/*.sbatch (by hand) run the same job entry point with the same signal/requeue flags."""
     c, *_ = build(tmp_path, "+grid=smoke")
-    gen = sbatch.text(tmp_path, "python -u -m reasoning360.cluster.job A.json",
+    gen = sbatch.text(tmp_path, "python -u -m reasoning360.launchers.slurm.job A.json",
                       sbatch.params(c, resources.resolve(c, "sft"), job_name="j", array="0-1", n_tasks=2))
     tmpl = (Path(__file__).resolve().parents[1] / "slurm" / "stage.sbatch").read_text()
     for flag in ("--signal=USR2@90", "--requeue", "--ntasks-per-node=1", "--open-mode=append"):
         assert flag in gen and flag in tmpl, flag
-    assert "-u -m reasoning360.cluster.job" in tmpl and "srun --unbuffered" in tmpl
+    assert "-u -m reasoning360.launchers.slurm.job" in tmpl and "srun --unbuffered" in tmpl
     ana = (Path(__file__).resolve().parents[1] / "slurm" / "analysis.sbatch").read_text()
-    assert "reasoning360.cluster.job --analysis" in ana
+    assert "reasoning360.launchers.slurm.job --analysis" in ana
 
 
 def test_distill_baselines_get_a_distill_array_after_the_teacher(tmp_path):

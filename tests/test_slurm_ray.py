@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from reasoning360.cluster import slurm_query, status
-from reasoning360.cluster.jobs import JobsFile
-from reasoning360.cluster.ray_bootstrap import RAY_TMP, cluster_pids
+from reasoning360.launchers.slurm import query as slurm_query, status
+from reasoning360.launchers.slurm.jobs import JobsFile
+from reasoning360.ray.bootstrap import RAY_TMP, cluster_pids
 from reasoning360.sweep import sweepdir
 
 from slurm_cluster import TINY, cancel_sweep, sweep_cmd, wait_for
@@ -47,7 +47,7 @@ def test_node_that_does_not_join_is_named(tmp_path):
     code = f"""
 import socket, sys
 from pathlib import Path
-from reasoning360.cluster.ray_bootstrap import RayCluster, RayBootstrapError, cluster_pids
+from reasoning360.ray.bootstrap import RayCluster, RayBootstrapError, cluster_pids
 rc = RayCluster(key="t-join", rank=0, hosts=[socket.gethostname(), "gpu-node-17"],
                 shared_dir=Path({str(tmp_path)!r}), num_cpus=1, join_timeout_s=2)
 try:
@@ -75,7 +75,7 @@ def test_two_ranks_form_one_cluster_and_leave_nothing(tmp_path):
     code = """
 import sys
 from pathlib import Path
-from reasoning360.cluster.ray_bootstrap import RayCluster, cluster_pids
+from reasoning360.ray.bootstrap import RayCluster, cluster_pids
 rank = int(sys.argv[1])
 rc = RayCluster(key=f"two-{rank}", rank=rank, hosts=["node-a", "node-b"], shared_dir=Path(sys.argv[2]),
                 num_cpus=1, join_timeout_s=120)

@@ -185,7 +185,7 @@ def test_paper_scale_asks_for_the_long_cot_teacher(tmp_path):
 
 
 def test_local_concurrency_from_workers_and_threads(tmp_path, monkeypatch):
-    from reasoning360.sweep.launchers.local import concurrency
+    from reasoning360.launchers.local import concurrency
 
     c, *_ = build(tmp_path, "+grid=smoke", "engine.device=cpu")
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)))

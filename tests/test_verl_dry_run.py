@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 # cluster has no GPU partition to check the profile against).
 SNIPPET = """
 import runpy, sys
-from reasoning360.cluster import slurm_query
+from reasoning360.launchers.slurm import query as slurm_query
 slurm_query.available = lambda: False
 sys.argv = ["sweep.py", "+grid=backtrack", "scale=paper", "engine=verl_fsdp", "launcher=slurm",
             "cluster=generic_gpu", "model.path=" + sys.argv[1], "sweep.dry_run=true"]

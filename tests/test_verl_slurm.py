@@ -57,7 +57,7 @@ SMOKE = textwrap.dedent(r'''
 
 def test_verl_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path):
     from reasoning360.sweep import sweepdir
-    from reasoning360.cluster import status
+    from reasoning360.launchers.slurm import status
     from reasoning360.tracking import read_metrics
 
     model = tiny_model(tmp_path / "model")

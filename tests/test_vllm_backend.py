@@ -25,6 +25,8 @@ pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not vllm_importable(), reason
 REPO = Path(__file__).resolve().parents[1]
 MODEL = {"arch": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128,
          "max_seq_len": 256}
+# configs/rollout/builtin.yaml with backend=vllm and vLLM's own defaults
+VLLM_ROLLOUT = {"backend": "vllm", "workers": 0, "threads_per_worker": 1, "vllm": None}
 ATOL = 1e-3          # fp32 on both sides: observed gaps are ~1e-6
 # head_dim 32: vLLM's CPU attention has no kernels for head_dim 16 (4 heads of 64).
 
@@ -58,18 +60,18 @@ def _train_step(model, tok, lr: float = 3e-3, steps: int = 3) -> None:
 
 @pytest.fixture(scope="module")
 def engine_and_model():
-    from reasoning360.engines.local.sampler import make_rollout_engine
+    from reasoning360.rollout import make_rollout_engine
 
     model, tok = _tiny(0)
-    eng = make_rollout_engine({"backend": "vllm"}, model, tok)
+    eng = make_rollout_engine(VLLM_ROLLOUT, model, tok)
     yield eng, model, tok
     eng.close()
 
 
 def _check_greedy_matches(eng, model, tok, prompts, max_new: int = 24):
-    from reasoning360.engines.local.sampler import SamplingParams, generate, sequence_logprobs
+    from reasoning360.rollout.sampler import SamplingParams, generate, sequence_logprobs
 
-    sp = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new)
+    sp = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new, top_p=1.0, seed=None)
     got = eng.generate(prompts, sp)
     ref = generate(model, tok, prompts, sp)
     for p, gv, gr in zip(prompts, got.completions, ref.completions):
@@ -96,7 +98,7 @@ def test_weight_push_after_a_step_matches_the_trainer(engine_and_model):
 def test_sampled_logprobs_are_the_trainers_at_temperature(engine_and_model):
     """Sampling keys mean the same: n samples per prompt, max_new_tokens, log p under
     softmax(logits / T) of each sampled token (top_p = 1)."""
-    from reasoning360.engines.local.sampler import SamplingParams, sequence_logprobs
+    from reasoning360.rollout.sampler import SamplingParams, sequence_logprobs
 
     eng, model, tok = engine_and_model
     prompts = _prompts(tok)[:3]
@@ -112,23 +114,24 @@ def test_sampled_logprobs_are_the_trainers_at_temperature(engine_and_model):
     again = eng.generate(prompts, sp)                           # same seed -> same samples
     assert [[c.token_ids for c in g] for g in again.completions] == \
         [[c.token_ids for c in g] for g in out.completions]
-    greedy = eng.generate(prompts[:1], SamplingParams(n=4, temperature=0.0, max_new_tokens=8))
+    greedy = eng.generate(prompts[:1], SamplingParams(n=4, temperature=0.0, max_new_tokens=8, top_p=1.0, seed=None))
     assert len(greedy.completions[0]) == 4 and len({tuple(c.token_ids) for c in greedy.completions[0]}) == 1
 
 
 def test_stop_tokens_end_a_completion_like_the_builtin_sampler():
     """Stop = the tokenizer's and the generation config's EOS ids; the stop token is kept in
     token_ids and dropped from the text, finished=True."""
-    from reasoning360.engines.local.sampler import SamplingParams, generate, make_rollout_engine
+    from reasoning360.rollout import SamplingParams, make_rollout_engine
+    from reasoning360.rollout.sampler import generate
 
     model, tok = _tiny(1)
     prompts = _prompts(tok)[:3]
-    sp = SamplingParams(n=1, temperature=0.0, max_new_tokens=20)
+    sp = SamplingParams(n=1, temperature=0.0, max_new_tokens=20, top_p=1.0, seed=None)
     free = generate(model, tok, prompts, sp).completions[0][0].token_ids
     stop = free[5]                                  # a token the model emits mid-sequence
     model.generation_config.eos_token_id = [tok.eos_token_id, stop]
     ref = generate(model, tok, prompts, sp)
-    eng = make_rollout_engine({"backend": "vllm"}, model, tok)
+    eng = make_rollout_engine(VLLM_ROLLOUT, model, tok)
     try:
         got = eng.generate(prompts, sp)
     finally:
@@ -186,13 +189,14 @@ def _data_dir(tmp_path: Path) -> Path:
 def test_ray_workers_each_hold_their_own_vllm_engine():
     """rollout.workers=2 with backend=vllm: two Ray actors, each with its own vLLM engine;
     greedy output equals the built-in sampler's, before and after a weight broadcast."""
-    from reasoning360.engines.local.sampler import SamplingParams, generate, make_rollout_engine
+    from reasoning360.rollout import SamplingParams, make_rollout_engine
+    from reasoning360.rollout.sampler import generate
 
     pytest.importorskip("ray")
     model, tok = _tiny(2)
     prompts = _prompts(tok)
-    sp = SamplingParams(n=1, temperature=0.0, max_new_tokens=12)
-    pool = make_rollout_engine({"backend": "vllm", "workers": 2}, model, tok)
+    sp = SamplingParams(n=1, temperature=0.0, max_new_tokens=12, top_p=1.0, seed=None)
+    pool = make_rollout_engine({**VLLM_ROLLOUT, "workers": 2}, model, tok)
     try:
         assert type(pool).__name__ == "RayRolloutPool" and pool.recompute_old_logprobs
         got = pool.generate(prompts, sp)

@@ -1,4 +1,5 @@
-"""What `python sweep.py` does: resolve, validate, plan, record, then hand to a launcher.
+"""Before any launcher runs: resolve the composed config, validate it, plan the stages, and
+record the sweep (`python sweep.py` = this, then reasoning360.launchers hands it to a launcher).
 
 Everything that can be wrong with the input is found here, before a single stage directory
 is written or a job submitted.
@@ -6,7 +7,6 @@ is written or a job submitted.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,33 +105,3 @@ def record(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path) -> None
         sd = store.stage(s.id)
         if not sd.is_done():
             sd.write_spec(s.spec, s.runtime)
-
-
-def run(cfg: DictConfig) -> int:
-    from rich.console import Console
-
-    # In a log file (Slurm, nohup) rich would wrap tables at 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    try:
-        c, plan, store, sweep_dir = build(cfg)
-        if c["launcher"]["name"] == "slurm":     # a bad site profile is refused before anything is written
-            from ..cluster.resources import ResourceError
-            from ..cluster.submit import check_resources
-            try:
-                check_resources(c, plan, need_slurm=False)
-            except ResourceError as e:
-                raise GridError(str(e)) from None
-        if not c["sweep"]["dry_run"]:
-            record(c, plan, store, sweep_dir)
-    except (GridError, sweepdir.SweepDirError) as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        return 2
-    if c["launcher"]["name"] == "slurm":
-        from .launchers import slurm
-        return slurm.launch(c, plan, store, sweep_dir, console)
-    from .launchers import local
-    return local.launch(c, plan, store, sweep_dir, console)
-
-
-def main_cli(cfg: DictConfig) -> None:
-    sys.exit(run(cfg))

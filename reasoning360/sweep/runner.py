@@ -47,7 +47,7 @@ def _traces(ctx: StageContext) -> dict:
 
 
 def _distill(ctx: StageContext) -> dict:
-    from ..tasks.distill_stage import run_distill
+    from ..stages.distill import run_distill
     return run_distill(ctx)
 
 

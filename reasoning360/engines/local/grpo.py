@@ -26,7 +26,7 @@ from . import data as D
 from .evaluate import evaluate_rows
 from .losses import actor_loss, compute_grpo_outcome_advantage, entropy_from_logits
 from .model import load_policy, load_reference, num_params, setup_runtime
-from .sampler import SamplingParams, make_rollout_engine
+from ...rollout import SamplingParams, make_rollout_engine
 from .sft import make_optimizer, show_progress
 
 DEFAULTS = {"lr": 1e-4, "steps": 60, "batch_size": 32, "mini_batch_size": 32, "ppo_epochs": 1,

@@ -3,7 +3,7 @@
 - SFT: verl's FSDP/Megatron SFT trainer under torchrun on every node of the job
   (`srun --overlap --ntasks-per-node=1` when the job has more than one node).
 - GRPO and eval: `python -m verl.trainer.main_ppo` as the driver on the head of the job's Ray
-  cluster; RAY_ADDRESS (from reasoning360.cluster.ray_bootstrap when present) makes verl's
+  cluster; RAY_ADDRESS (from reasoning360.ray.bootstrap when present) makes verl's
   `ray.init()` join it instead of starting its own.
 - The process runs in its own process group; preemption (ctx.preempt, set by the runner on
   USR2/TERM) stops it; verl resumes from its newest checkpoint next time (resume_mode=auto).
@@ -49,21 +49,7 @@ def allocation(vcfg: dict[str, Any]) -> tuple[int, int]:
 
 
 def ray_address() -> str | None:
-    """The job's Ray head (reasoning360.cluster.ray_bootstrap when present), else RAY_ADDRESS."""
-    try:
-        from ...cluster import ray_bootstrap  # type: ignore[attr-defined]
-    except ImportError:
-        ray_bootstrap = None
-    if ray_bootstrap is not None:
-        for name in ("head_address", "address", "ray_address", "current_address"):
-            fn = getattr(ray_bootstrap, name, None)
-            if callable(fn):
-                try:
-                    addr = fn()
-                except Exception:
-                    addr = None
-                if addr:
-                    return str(addr)
+    """The job's Ray head: the Ray bootstrap (reasoning360.ray) exports RAY_ADDRESS to the stage."""
     return os.environ.get("RAY_ADDRESS") or None
 
 

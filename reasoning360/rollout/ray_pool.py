@@ -1,9 +1,8 @@
 """GRPO rollouts in N Ray actors (`rollout.workers=N`), for the local engine.
 
-`RayRolloutPool` implements the engine's RolloutEngine seam
-(reasoning360/engines/local/sampler.py): `generate(prompt_ids, sampling)` splits the prompts
-into N contiguous shards, one per actor, each sampling with its own engine built by
-`make_rollout_engine` for `rollout.backend` (the built-in KV-cache sampler on its copy of the
+`RayRolloutPool` implements RolloutEngine (reasoning360/rollout/base.py):
+`generate(prompt_ids, sampling)` splits the prompts into N contiguous shards, one per actor,
+each sampling with its own engine of `rollout.backend` (registry.make_backend) (the built-in KV-cache sampler on its copy of the
 model, or its own vLLM engine), and returns the completions in prompt order;
 `update_weights(state_dict)` puts the new weights in the object store once (`ray.put`) and
 every actor loads them from there, once per training step.
@@ -11,7 +10,7 @@ every actor loads them from there, once per training step.
 Inside a Slurm job the pool joins the job's Ray cluster (RAY_ADDRESS, set by
 ray_bootstrap); elsewhere it starts a private local Ray and shuts it down on close().
 Each actor holds an engine of the configured backend (`builtin`: the KV-cache sampler;
-`vllm`: reasoning360.vllm.rollout.VLLMRollout with `cfg`). A shard starting at prompt p
+`vllm`: reasoning360.rollout.vllm.VLLMRollout with `settings`). A shard starting at prompt p
 samples with seed + p*n, so the vLLM backend draws what one engine would; the built-in
 sampler is reproducible for a fixed N.
 """
@@ -36,15 +35,14 @@ def _actor_cls():
         class RolloutWorker:
             """One rollout engine of the configured backend on its own copy of the model."""
 
-            def __init__(self, model, tokenizer, threads: int, device: str, backend: str, cfg):
+            def __init__(self, model, tokenizer, threads: int, device: str, backend: str, settings):
                 import torch
 
-                from reasoning360.engines.local.sampler import make_rollout_engine
+                from reasoning360.rollout.registry import make_backend
 
                 torch.set_num_threads(max(1, int(threads)))
                 model = model.to(torch.device(device)).eval()
-                self.engine = make_rollout_engine({"backend": backend, "workers": 0, "vllm": cfg},
-                                                  model, tokenizer)
+                self.engine = make_backend(backend, model, tokenizer, settings)
                 self.device = device
 
             def generate(self, prompt_ids, sampling):
@@ -65,9 +63,10 @@ def _actor_cls():
 
 
 class RayRolloutPool:
-    def __init__(self, model, tokenizer, workers: int, *, backend: str = "builtin",
-                 cfg: dict[str, Any] | None = None, threads_per_worker: int = 1, device: str | None = None):
-        """cfg: the backend's own settings (rollout.vllm for vLLM)."""
+    def __init__(self, model, tokenizer, workers: int, *, backend: str, settings: dict[str, Any] | None,
+                 threads_per_worker: int, device: str | None = None):
+        """settings: the backend's own block (rollout.vllm for vLLM); device: where each actor's
+        model lives (default: where `model` is)."""
         import ray
 
         if workers < 1:
@@ -94,7 +93,7 @@ class RayRolloutPool:
         del cpu_model
         cls = _actor_cls()
         self.actors = [cls.options(num_cpus=cpu, num_gpus=gpu, scheduling_strategy="SPREAD")
-                       .remote(model_ref, tokenizer, threads_per_worker, dev if gpu else "cpu", backend, cfg)
+                       .remote(model_ref, tokenizer, threads_per_worker, dev if gpu else "cpu", backend, settings)
                        for _ in range(self.workers)]
         self.pids = ray.get([a.pid.remote() for a in self.actors])
         self.broadcasts = 0
@@ -104,7 +103,7 @@ class RayRolloutPool:
     def generate(self, prompt_ids: Sequence[Sequence[int]], sampling):
         import ray
 
-        from reasoning360.engines.local.sampler import RolloutOutput
+        from .base import RolloutOutput
 
         t0 = time.perf_counter()
         prompts = list(prompt_ids)

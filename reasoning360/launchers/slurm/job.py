@@ -1,4 +1,4 @@
-"""What a Slurm job runs: `python -m reasoning360.cluster.job ARRAY.json [--task N]`
+"""What a Slurm job runs: `python -m reasoning360.launchers.slurm.job ARRAY.json [--task N]`
 (or `--analysis SWEEP_DIR`; the templates in slurm/ run the same).
 
 ARRAY.json (written by the launcher or `r360 render`) names the store and maps array task
@@ -50,7 +50,7 @@ class Signals:
     """USR2 -> preempt flag (then a forced interrupt after a grace period); TERM -> KeyboardInterrupt."""
 
     def __init__(self, grace_s: float):
-        from ..engines.context import PreemptFlag
+        from reasoning360.engines.context import PreemptFlag
 
         self.flag = PreemptFlag()
         self.grace_s = grace_s
@@ -98,7 +98,7 @@ def _inject_failure(sid: str, role: str, kind: str) -> None:
         os.rename(path, path + ".used")       # exactly one job claims it
     except OSError:
         return
-    from ..sweep import runner
+    from reasoning360.sweep import runner
 
     def failing(ctx):
         raise RuntimeError(f"injected failure (R360_FAIL_ONCE={path}) in {role} {sid}")
@@ -107,7 +107,7 @@ def _inject_failure(sid: str, role: str, kind: str) -> None:
 
 
 def run_analysis(doc: dict) -> int:
-    from ..sweep import results, sweepdir
+    from reasoning360.sweep import results, sweepdir
 
     sweep = Path(doc["sweep_dir"])
     plan, store, _ = sweepdir.load(sweep)
@@ -129,7 +129,7 @@ def run_analysis(doc: dict) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m reasoning360.cluster.job")
+    ap = argparse.ArgumentParser(prog="python -m reasoning360.launchers.slurm.job")
     ap.add_argument("array_file", nargs="?")
     ap.add_argument("--task", type=int, default=None, help="task id (default: SLURM_ARRAY_TASK_ID)")
     ap.add_argument("--analysis", metavar="SWEEP_DIR", help="write the sweep's results (the analysis job)")
@@ -147,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_task(doc: dict, tid: int) -> int:
     """Run task `tid` of an array document on this rank; the process exit code."""
-    from ..engines.context import Preempted
-    from ..sweep.store import Store
-    from .ray_bootstrap import RayCluster
+    from reasoning360.engines.context import Preempted
+    from reasoning360.sweep.store import Store
+    from reasoning360.ray.bootstrap import RayCluster
 
     sid = doc["tasks"][str(tid)]
     role, kind = doc["role"], doc["kind"]
@@ -212,7 +212,7 @@ def run_task(doc: dict, tid: int) -> int:
 
 
 def _run(store, sid: str, sig: Signals) -> dict:
-    from ..sweep.runner import StageBusy, run_stage
+    from reasoning360.sweep.runner import StageBusy, run_stage
 
     while True:
         try:
@@ -225,7 +225,7 @@ def _run(store, sid: str, sig: Signals) -> dict:
 def _wait_if_busy(store, sid: str, poll_s: float = 5.0) -> bool:
     """If another process holds the stage (a job of another sweep that shares this stage), wait
     until it lets go; True if the stage is then DONE."""
-    from .status import _locked
+    from reasoning360.launchers.slurm.status import _locked
 
     sd = store.stage(sid)
     if not _locked(str(sd.path)):
@@ -253,7 +253,7 @@ class StageJob:
                     "max_requeue": max_requeue}
 
     def __call__(self) -> int:
-        from ..sweep.store import Store
+        from reasoning360.sweep.store import Store
 
         spec, _ = Store(self.doc["store"]).load(self.doc["tasks"]["0"])
         self.doc["role"] = self.doc["kind"] = spec["kind"]
@@ -274,7 +274,7 @@ def _hosts() -> list[str]:
     nodelist = os.environ.get("SLURM_JOB_NODELIST")
     if not nodelist:
         return [socket.gethostname()]
-    from .slurm_query import expand_nodelist
+    from reasoning360.launchers.slurm.query import expand_nodelist
 
     return expand_nodelist(nodelist)
 

@@ -1,6 +1,6 @@
 """`rollout.backend=vllm`: the local engine's RolloutEngine on a `vllm.LLM`.
 
-    engine = VLLMRollout(model, tokenizer)        # or make_rollout_engine({"backend": "vllm"}, ...)
+    engine = VLLMRollout(model, tokenizer, settings)   # settings: configs/rollout `vllm:` block
     out = engine.generate(prompt_ids, SamplingParams(n=8, temperature=1.0, ...))
     engine.update_weights(model.state_dict())     # after every optimiser step, in place
     engine.close()
@@ -42,7 +42,7 @@ import tempfile
 import time
 from typing import Any, Sequence
 
-from .launch import engine_env, engine_kwargs, resolve_device
+from reasoning360.vllm.launch import engine_env, engine_kwargs, resolve_device
 
 
 def _truthy(v: Any) -> bool:
@@ -56,12 +56,12 @@ class VLLMRollout:
     # and their gap to the trainer's is logged).
     recompute_old_logprobs = True
 
-    def __init__(self, model, tokenizer, cfg: dict[str, Any] | None = None):
+    def __init__(self, model, tokenizer, settings: dict[str, Any] | None = None):
         import torch
 
-        cfg = dict(cfg or {})
+        cfg = dict(settings or {})
         self.tokenizer = tokenizer
-        from ..engines.local.sampler import stop_token_ids
+        from .sampler import stop_token_ids
 
         self.stop_ids = sorted(stop_token_ids(model, tokenizer))
         param = next(model.parameters())
@@ -126,7 +126,7 @@ class VLLMRollout:
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         """Load the trainer's weights into the running engine, in place."""
-        from .worker import pack_state_dict
+        from reasoning360.vllm.worker import pack_state_dict
 
         t0 = time.perf_counter()
         packed = pack_state_dict(state_dict, as_bytes=not self.inprocess)
@@ -138,7 +138,7 @@ class VLLMRollout:
     def generate(self, prompt_ids: Sequence[Sequence[int]], sampling) -> Any:
         from vllm import SamplingParams as VSP
 
-        from ..engines.local.sampler import Completion, RolloutOutput
+        from .base import Completion, RolloutOutput
 
         t0 = time.perf_counter()
         n = max(1, int(sampling.n))

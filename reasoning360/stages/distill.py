@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .distill import Client, distill_rows, input_path, render
+from reasoning360.tasks.distill import Client, distill_rows, input_path, render
 
 PROMPT_ROOM = 4096      # tokens a served teacher keeps for the prompt beyond the longest answer
 
@@ -48,8 +48,8 @@ class LocalSampler:
     """The local engine's batched KV-cache sampler on the teacher, one generate call per batch."""
 
     def __init__(self, model_dir: Path, runtime: dict[str, Any]):
-        from ..engines.local import data as D
-        from ..engines.local.model import load_policy, setup_runtime
+        from reasoning360.engines.local import data as D
+        from reasoning360.engines.local.model import load_policy, setup_runtime
 
         self.device = setup_runtime(runtime)
         self.model, self.tok = load_policy({}, model_dir.parent, 0, self.device) if model_dir.name == "model" \
@@ -59,7 +59,7 @@ class LocalSampler:
     def sample_batch(self, requests, prompts, rows, a) -> list[list[tuple[str, str]]]:
         """One generate call for the batch (its requests all ask the same n), seeded by its first
         request, so a rerun of the batch draws the same samples."""
-        from ..engines.local.sampler import SamplingParams, generate
+        from reasoning360.rollout.sampler import SamplingParams, generate
 
         if not requests:
             return []
@@ -79,7 +79,7 @@ class ServedTeacher:
     """`r360 serve TEACHER` on a free port for the stage's lifetime, and a client to it."""
 
     def __init__(self, model_dir: Path, stage_dir: Path, runtime: dict[str, Any], max_new_tokens: int):
-        from ..vllm.launch import checkpoint_config, wait_until_serving
+        from reasoning360.vllm.launch import checkpoint_config, wait_until_serving
 
         d = runtime.get("distill") or {}
         port = _free_port()
@@ -130,8 +130,8 @@ def _free_port() -> int:
 
 
 def run_distill(ctx) -> dict[str, Any]:
-    from ..progress import progress_bar
-    from .data import load_rows
+    from reasoning360.progress import progress_bar
+    from reasoning360.tasks.data import load_rows
 
     spec = ctx.spec
     teacher = teacher_dir(spec, ctx.deps)

@@ -12,7 +12,7 @@ processes of this cluster are found by PID — the `ray start --block` process w
 its descendants, and any process whose command line names this job's temp dir — and
 terminated, then killed. It runs on normal exit, on scancel (SIGTERM, which the job turns
 into an exception), on preemption, and, if the job process itself is SIGKILLed, from a small
-reaper process that outlives it by a moment (`python -m reasoning360.cluster.ray_bootstrap
+reaper process that outlives it by a moment (`python -m reasoning360.ray.bootstrap
 reap`).
 """
 
@@ -280,7 +280,7 @@ class RayCluster:
                                      start_new_session=True)
         if self.rank == 0:
             self.address = self._wait_gcs(ports["port"])
-            from .. import atomic
+            from reasoning360 import atomic
             atomic.write_json(self.shared / "head.json", {"address": self.address, "host": socket.gethostname()})
             self._wait_nodes()
             os.environ["RAY_ADDRESS"] = self.address
@@ -311,7 +311,7 @@ class RayCluster:
         It detaches (double fork) so that Slurm's process tracking does not kill it together
         with the job, and exits on its own once the job process is gone."""
         p = subprocess.Popen(
-            [sys.executable, "-m", "reasoning360.cluster.ray_bootstrap", "reap", str(os.getpid()),
+            [sys.executable, "-m", "reasoning360.ray.bootstrap", "reap", str(os.getpid()),
              self.temp_dir.name],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
@@ -498,5 +498,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "reap":
         reap(int(sys.argv[2]), sys.argv[3])
     else:
-        print("usage: python -m reasoning360.cluster.ray_bootstrap reap PARENT_PID JOB_KEY", file=sys.stderr)
+        print("usage: python -m reasoning360.ray.bootstrap reap PARENT_PID JOB_KEY", file=sys.stderr)
         sys.exit(2)

@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..sweep.graph import ROLES, Plan
-from .resources import Resources
+from reasoning360.sweep.graph import ROLES, Plan
+from reasoning360.launchers.slurm.resources import Resources
 
 CPU_KINDS = ("data", "traces")
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .. import atomic
+from reasoning360 import atomic
 
 JOBS = "jobs.json"
 

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..sweep import sweepdir
-from ..sweep.graph import ROLES
-from ..sweep.graph import Plan, PointPlan, Stage
-from ..sweep.grid import Point
-from . import slurm_query
-from .jobs import JobsFile
+from reasoning360.sweep import sweepdir
+from reasoning360.sweep.graph import ROLES
+from reasoning360.sweep.graph import Plan, PointPlan, Stage
+from reasoning360.sweep.grid import Point
+from reasoning360.launchers.slurm import query as slurm_query
+from reasoning360.launchers.slurm.jobs import JobsFile
 
 FAILED_STATES = {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "TIMEOUT"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SIGNALING", "STAGE_OUT"}

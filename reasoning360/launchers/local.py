@@ -13,12 +13,26 @@ from typing import Any
 
 from rich.console import Console
 
-from ...cores import usable_cores
-from ...engines.context import PreemptFlag, Preempted
-from .. import results
-from ..graph import ROLES, Plan
-from ..runner import run_stage
-from ..store import Store
+from reasoning360.cores import usable_cores
+from reasoning360.engines.context import PreemptFlag, Preempted
+from reasoning360.sweep import results
+from reasoning360.sweep.graph import ROLES, Plan
+from reasoning360.sweep.runner import run_stage
+from reasoning360.sweep.store import Store
+
+from .base import Launcher
+
+
+class LocalLauncher(Launcher):
+    name = "local"
+
+    def launch(self, c, plan, store, sweep_dir, console) -> int:
+        return launch(c, plan, store, sweep_dir, console)
+
+    def cancel(self, sweep_dir: Path, console: Console) -> int:
+        console.print("a local sweep runs in the process that started it: press Ctrl-C there "
+                      "(once: checkpoint and stop)", highlight=False)
+        return 2
 
 
 def print_plan(plan: Plan, store: Store, console: Console) -> None:
@@ -48,7 +62,7 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
                   + (f" ({workers} stages at a time, {threads} thread{'s' * (threads > 1)} each)" if workers > 1 else ""),
                   highlight=False)
     if workers > 1:
-        from .pool import run_pool
+        from reasoning360.launchers.pool import run_pool
 
         def point_done(pp, error):
             walls = [store.stage(s).summary().get("wall_s", 0) for s in pp.stages.values()

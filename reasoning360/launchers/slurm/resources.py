@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .slurm_query import ClusterInfo
+from reasoning360.launchers.slurm.query import ClusterInfo
 
 KINDS = ("data", "traces", "distill", "sft", "rl", "eval", "analysis")
 FIELDS = ("nodes", "gpus", "cpus", "mem_gb", "time_minutes", "partition", "constraint")

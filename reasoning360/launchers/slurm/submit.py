@@ -17,13 +17,13 @@ from typing import Any
 
 from rich.console import Console
 
-from .. import atomic
-from ..sweep.graph import ROLES, Plan
-from ..sweep.store import Store
-from . import arrays as arrays_mod
-from . import resources, sbatch, slurm_query
-from .jobs import JobsFile, locked
-from .resources import ResourceError, Resources
+from reasoning360 import atomic
+from reasoning360.sweep.graph import ROLES, Plan
+from reasoning360.sweep.store import Store
+from reasoning360.launchers.slurm import arrays as arrays_mod
+from reasoning360.launchers.slurm import resources, sbatch, query as slurm_query
+from reasoning360.launchers.slurm.jobs import JobsFile, locked
+from reasoning360.launchers.slurm.resources import ResourceError, Resources
 
 STUCK_REASONS = ("DependencyNeverSatisfied",)
 
@@ -233,7 +233,7 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
         for arr in arrs:
             afile = adir / f"{seq:03d}-{arr.name}.json"
             atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, runtimes))
-            command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+            command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
             p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
                               array=arr.array_spec, n_tasks=len(arr.tasks))
             dep = arr.dependency(ids)
@@ -255,7 +255,7 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
         afile = adir / f"{seq:03d}-analysis.json"
         atomic.write_json(afile, {"analysis": True, "store": str(store.root),
                                   "sweep_dir": str(Path(sweep_dir).resolve())})
-        command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+        command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
         p = sbatch.params(c, res["analysis"], job_name=f"r360-{c['sweep']['name']}-analysis",
                           array=None, n_tasks=None)
         dep = "afterany:" + ":".join(after) if after else ""
@@ -269,7 +269,7 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
 
 def _totals(plan: Plan, store: Store, arr: arrays_mod.Array) -> dict[str, int]:
     """Total steps of the SFT/RL stages of an array (what `r360 status` shows as step/total)."""
-    from .status import _spec_total
+    from reasoning360.launchers.slurm.status import _spec_total
 
     if arr.kind not in ("sft", "rl"):
         return {}
@@ -286,7 +286,7 @@ def _totals(plan: Plan, store: Store, arr: arrays_mod.Array) -> dict[str, int]:
 
 def _nothing_to_do(c, plan, store, sweep_dir, done, live, console) -> None:
     if len(done) == len(plan.stages):
-        from ..sweep import results
+        from reasoning360.sweep import results
 
         rows = results.rows(plan, store)
         console.print(results.render(rows, title=f"{c['sweep']['name']}: results"))
@@ -344,7 +344,7 @@ def _print_engine_commands(c, plan, console) -> None:
         return
     import shlex
 
-    from ..engines.verl import dry_run_commands
+    from reasoning360.engines.verl import dry_run_commands
 
     cmds = dry_run_commands(plan, c["paths"]["store"])
     shown: set[str] = set()
@@ -376,7 +376,7 @@ def render(c, plan, store, sweep_dir, arrs, res, live, runtimes) -> Path:
     for i, arr in enumerate(arrs):
         afile = adir / f"{i:02d}-{arr.name}.json"
         atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, runtimes))
-        command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+        command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
         p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
                           array=arr.array_spec, n_tasks=len(arr.tasks))
         fname = f"{i:02d}-{arr.name}.sbatch"
@@ -391,7 +391,7 @@ def render(c, plan, store, sweep_dir, arrs, res, live, runtimes) -> Path:
         afile = adir / "analysis.json"
         atomic.write_json(afile, {"analysis": True, "store": str(store.root),
                                   "sweep_dir": str(Path(sweep_dir).resolve())})
-        command = f"{py} -u -m reasoning360.cluster.job {shlex.quote(str(afile))}"
+        command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
         p = sbatch.params(c, res["analysis"], job_name=f"r360-{c['sweep']['name']}-analysis",
                           array=None, n_tasks=None)
         atomic.write_text(out / "analysis.sbatch", sbatch.text(folder, command, p))

@@ -1,4 +1,4 @@
-"""Batched sampling with a KV cache, and the rollout interface GRPO talks to.
+"""Batched sampling with a KV cache: the kernel of the `builtin` rollout backend.
 
 Why not `model.generate`: rollouts dominate GRPO time. This loop (1) preallocates the KV cache
 instead of concatenating it every step, (2) prefills each distinct prompt once and copies its
@@ -12,95 +12,17 @@ For Llama/Qwen2-style models (the tiny model and Qwen2.5) the decoder layers are
 directly with their own weights (`_FastDecoder`); any other HF causal LM goes through its
 own forward with a DynamicCache (`_HFDecoder`). Both give the same tokens as `generate`.
 
-`RolloutEngine` is the seam for other backends (Ray actor pools, vLLM): GRPO only calls
-`generate(prompt_ids, sampling)` and `update_weights(state_dict)`.
+The engine interface GRPO and eval talk to is reasoning360.rollout.base.RolloutEngine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class SamplingParams:
-    n: int = 1                    # samples per prompt (GRPO group size)
-    temperature: float = 1.0      # 0 = greedy
-    top_p: float = 1.0
-    max_new_tokens: int = 192
-    seed: int | None = None       # None: use the global torch RNG
-
-    @classmethod
-    def from_cfg(cls, cfg: dict[str, Any], seed: int | None = None) -> "SamplingParams":
-        return cls(n=int(cfg.get("n", 1)), temperature=float(cfg.get("temperature", 1.0)),
-                   top_p=float(cfg.get("top_p", 1.0)),
-                   max_new_tokens=int(cfg.get("max_new_tokens", 192)), seed=seed)
-
-
-@dataclass
-class Completion:
-    token_ids: list[int]          # generated ids, the stop token included when it was produced
-    logprobs: list[float]         # log p(token) under softmax(logits / T) (T=1 when greedy)
-    text: str                     # decoded without special tokens
-    finished: bool                # stopped on a stop token (False: hit max_new_tokens)
-
-
-@dataclass
-class RolloutOutput:
-    completions: list[list[Completion]]   # [prompt][sample]
-    stats: dict[str, float] = field(default_factory=dict)
-
-
-class RolloutEngine(Protocol):
-    def generate(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams) -> RolloutOutput: ...
-
-    def update_weights(self, state_dict: dict[str, torch.Tensor]) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class BuiltinRollout:
-    """In-process rollout on the policy model itself (update_weights is then a no-op)."""
-
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
-
-    def generate(self, prompt_ids, sampling: SamplingParams) -> RolloutOutput:
-        return generate(self.model, self.tokenizer, prompt_ids, sampling)
-
-    def update_weights(self, state_dict) -> None:
-        own = self.model.state_dict()
-        if any(own[k].data_ptr() != v.data_ptr() for k, v in state_dict.items() if k in own):
-            self.model.load_state_dict(state_dict)
-
-    def close(self) -> None:
-        pass
-
-
-def make_rollout_engine(rollout_cfg: dict[str, Any] | None, model, tokenizer) -> RolloutEngine:
-    """The rollout backend of configs/rollout: `builtin` (this module, in-process) or `vllm`
-    (reasoning360.vllm); `workers` > 0 spreads either over N Ray actors
-    (reasoning360.cluster.ray_rollout). Keys: backend, workers, vllm (the vLLM engine's own
-    settings), threads_per_worker, device."""
-    cfg = rollout_cfg or {}
-    backend = cfg.get("backend") or "builtin"
-    workers = int(cfg.get("workers") or 0)
-    if backend not in ("builtin", "vllm"):
-        raise ValueError(f"rollout.backend={backend!r}: expected builtin or vllm")
-    if workers > 0:
-        from ...cluster.ray_rollout import RayRolloutPool
-
-        return RayRolloutPool(model, tokenizer, workers, backend=backend, cfg=cfg.get("vllm"),
-                              threads_per_worker=int(cfg.get("threads_per_worker") or 1),
-                              device=cfg.get("device"))
-    if backend == "vllm":
-        from ...vllm.rollout import VLLMRollout
-
-        return VLLMRollout(model, tokenizer, cfg.get("vllm"))
-    return BuiltinRollout(model, tokenizer)
+from .base import Completion, RolloutOutput, SamplingParams
 
 
 # --------------------------------------------------------------------------- sampling

@@ -1,4 +1,4 @@
-"""Submit a plan to Slurm as job arrays and return at once (see reasoning360/cluster/).
+"""Submit a plan to Slurm as job arrays and return at once (the modules beside this one).
 
 One array per stage role and resource shape, chunked to MaxArraySize and throttled to
 `sweep.array_parallelism`; `aftercorr` between one-to-one stages, `afterok:<job>_<task>`
@@ -15,12 +15,37 @@ from typing import Any
 
 from rich.console import Console
 
-from ..graph import Plan
-from ..store import Store
+from reasoning360.sweep.graph import Plan
+from reasoning360.sweep.store import Store
+
+from ..base import LaunchError, Launcher
+
+
+class SlurmLauncher(Launcher):
+    name = "slurm"
+
+    def validate(self, c: dict[str, Any], plan: Plan) -> None:
+        """The site profile and every stage kind's resources, against the partition when Slurm
+        answers here (`scontrol`), before anything is written."""
+        from .resources import ResourceError
+        from .submit import check_resources
+
+        try:
+            check_resources(c, plan, need_slurm=False)
+        except ResourceError as e:
+            raise LaunchError(str(e)) from None
+
+    def launch(self, c, plan, store, sweep_dir, console) -> int:
+        return launch(c, plan, store, sweep_dir, console)
+
+    def cancel(self, sweep_dir: Path, console: Console) -> int:
+        from .commands import cancel_sweep
+
+        return cancel_sweep(sweep_dir, console)
 
 
 def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console: Console) -> int:
-    from ...cluster.submit import launch as submit
+    from reasoning360.launchers.slurm.submit import launch as submit
 
     if c["sweep"].get("dry_run"):
         mode = "dry_run"

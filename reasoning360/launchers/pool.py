@@ -26,10 +26,10 @@ from typing import Any
 
 from rich.console import Console
 
-from ...cores import usable_cores
-from ...tracking import last_step
-from ..graph import Plan
-from ..store import Store
+from reasoning360.cores import usable_cores
+from reasoning360.tracking import last_step
+from reasoning360.sweep.graph import Plan
+from reasoning360.sweep.store import Store
 
 LOG = "local.log"
 REPO = Path(__file__).resolve().parents[3]

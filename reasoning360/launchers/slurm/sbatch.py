@@ -4,7 +4,7 @@ The text of every job is written by submitit's own sbatch writer
 (`submitit.slurm.slurm._make_sbatch_string`: `#SBATCH` lines, `--signal=USR2@N`, the site's
 setup lines, `srun --unbuffered ... <command>`), and submitted by a `SlurmExecutor` (its
 `_submit_command`, one sbatch call per array). The command is not submitit's pickle runner
-but `python -m reasoning360.cluster.job ARRAY.json`, which finds its stage from
+but `python -m reasoning360.launchers.slurm.job ARRAY.json`, which finds its stage from
 SLURM_ARRAY_TASK_ID in a small JSON file: so a 1,000-task array costs one sbatch call and no
 pickles, and the files `r360 render` writes are the files the launcher submits, runnable by
 hand. Dependencies are given on the sbatch command line (job ids exist only at submit time),
@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .resources import Resources, gres_flags
-from .slurm_query import CALLS
+from reasoning360.launchers.slurm.resources import Resources, gres_flags
+from reasoning360.launchers.slurm.query import CALLS
 
 
 def python_cmd(c: dict[str, Any]) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..sweep import sweepdir
-from ..sweep.graph import ROLES
+from reasoning360.sweep import sweepdir
+from reasoning360.sweep.graph import ROLES
 
 
 def _sweep(name: str) -> Path:
@@ -38,7 +38,7 @@ def configure_status(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args) -> int:
-    from . import status
+    from reasoning360.launchers.slurm import status
 
     console = Console()
     try:
@@ -65,7 +65,7 @@ def configure_watch(p: argparse.ArgumentParser) -> None:
 def cmd_watch(args) -> int:
     from rich.live import Live
 
-    from . import status
+    from reasoning360.launchers.slurm import status
 
     console = Console()
     try:
@@ -107,8 +107,8 @@ def configure_logs(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_logs(args) -> int:
-    from .jobs import JobsFile
-    from .sbatch import log_path
+    from reasoning360.launchers.slurm.jobs import JobsFile
+    from reasoning360.launchers.slurm.sbatch import log_path
 
     console = Console()
     try:
@@ -168,14 +168,19 @@ def configure_cancel(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_cancel(args) -> int:
-    from . import slurm_query
-    from .jobs import JobsFile
-
     console = Console()
     try:
         sweep = _sweep(args.sweep)
     except sweepdir.SweepDirError as e:
         return _err(console, e)
+    return cancel_sweep(sweep, console)
+
+
+def cancel_sweep(sweep: Path, console: Console) -> int:
+    """scancel every queued or running job of the sweep (one squeue, one scancel)."""
+    from reasoning360.launchers.slurm import query as slurm_query
+    from reasoning360.launchers.slurm.jobs import JobsFile
+
     jobs = JobsFile(sweep)
     ids = jobs.job_ids()
     if not ids:
@@ -216,14 +221,14 @@ def _with_slurm_defaults(c: dict) -> dict:
     """A sweep recorded with launcher=local, resubmitted to Slurm: use configs/launcher/slurm.yaml."""
     import yaml
 
-    from ..sweep.grid import CONFIGS
+    from reasoning360.sweep.grid import CONFIGS
 
     la = yaml.safe_load((CONFIGS / "launcher" / "slurm.yaml").read_text())
     return {**c, "launcher": la}
 
 
 def cmd_resubmit(args) -> int:
-    from . import status, submit
+    from reasoning360.launchers.slurm import status, submit
 
     console = Console()
     try:
@@ -269,7 +274,7 @@ def configure_render(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_render(args) -> int:
-    from . import submit
+    from reasoning360.launchers.slurm import submit
 
     console = Console()
     try:

@@ -1,1 +1,0 @@
-"""Launchers turn a plan into running stages: `local` in this process, `slurm` as job arrays."""
