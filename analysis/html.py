@@ -95,7 +95,7 @@ table.tbl th{background:#eef2f6} table.tbl td.r,table.tbl th.r{text-align:right;
 table.tbl td.best{font-weight:700;background:#e3f6e8} table.tbl td.missing{color:#999}
 ul.notes{font-size:12px;color:#555;margin:4px 0 12px 0}
 .state-done{color:#1a7f37}.state-failed{color:#cf222e;font-weight:600}.state-running{color:#9a6700}
-.state-pending,.state-interrupted{color:#6e7781}
+.state-not-started,.state-interrupted{color:#6e7781}
 .missing-list li{font-size:13px;margin:2px 0}
 figure{margin:12px 0 24px 0;background:#fff;border:1px solid #d0d7de;padding:8px;display:inline-block;max-width:100%}
 figure img{max-width:100%;height:auto;display:block}
@@ -149,7 +149,7 @@ def samples_html(sweep, points: Iterable[str], n: int = 2, roles: Sequence[str] 
                 continue
             e = ev.loc[(point, role)]
             if str(e["state"]) != "done":
-                parts.append(f'<p class="state-{esc(e["state"])}">{esc(_role_name(role))}: '
+                parts.append(f'<p class="{_state_class(e["state"])}">{esc(_role_name(role))}: '
                              f'{esc(e["state"])} (no samples)</p>')
                 continue
             df = sweep.samples(point, role, n_correct=n, n_incorrect=n, seed=seed)
@@ -177,7 +177,7 @@ def samples_html(sweep, points: Iterable[str], n: int = 2, roles: Sequence[str] 
         if not parts:
             parts.append(f'<p class="missing">no finished eval ({esc(state)})</p>')
         out.append(f'<details class="point"{" open" if point in opened else ""}><summary>{esc(point)} '
-                   f'<span class="state-{esc(state)}">[{esc(state)}]</span>{_acc_note(ev, point)}</summary>{"".join(parts)}</details>')
+                   f'<span class="{_state_class(state)}">[{esc(state)}]</span>{_acc_note(ev, point)}</summary>{"".join(parts)}</details>')
     return "".join(out)
 
 
@@ -232,3 +232,8 @@ def legend_html() -> str:
 
 def tables_html(displays: Sequence[T.Display]) -> str:
     return "".join(T.to_html(d) for d in displays)
+
+
+def _state_class(state) -> str:
+    """CSS class of a stage state ("not started" -> state-not-started)."""
+    return "state-" + esc(str(state).replace(" ", "-"))

@@ -4,7 +4,7 @@
     sweep.points    one row per grid point: task, k, baseline, variant, seed, axes, the point's
                     config flattened (model.*, sft.*, rl.*, eval.*, engine.*), state
     sweep.stages    one row per (point, role) stage: the point's columns + role, kind, stage_id,
-                    state (done / failed / running / interrupted / pending), last_step, wall_s, error
+                    state (done / running / failed / interrupted / not started: StageDir.state), last_step, wall_s, error
     sweep.evals     one row per (point, eval role): accuracy, format_rate, n, ... from summary.json
     sweep.steps     one row per logged step of the sft and rl stages (loaded on first access)
     sweep.items     one row per eval item: correct, format_ok, response_tokens, backtracks,
@@ -30,11 +30,10 @@ import numpy as np
 import pandas as pd
 
 from reasoning360.sweep import sweepdir
-from reasoning360.sweep.graph import ROLES
+from reasoning360.sweep.store import STATES, StageDir
 from reasoning360.tracking import last_step
 TRAIN_ROLES = ("sft", "rl")
 EVAL_ROLES = ("sft_eval", "rl_eval")
-STATES = ("done", "running", "interrupted", "failed", "pending")
 # Columns of items.parquet that hold model or problem text (untrusted, large): loaded only on request.
 TEXT_COLUMNS = ("question", "prompt", "response", "answer", "ground_truth")
 # Columns every table keys on, in order.
@@ -136,10 +135,7 @@ def load_sweep(sweep: str | os.PathLike, *, sweeps_root: str | os.PathLike | Non
     for p in rec["points"]:
         row = _point_row(name, p, axes, base_cfg)
         states = {}
-        for role in ROLES:
-            sid = (p.get("stages") or {}).get(role)
-            if sid is None:
-                continue
+        for role, sid in (p.get("stages") or {}).items():
             st = state_cache.get(sid)
             if st is None:
                 st = state_cache[sid] = _stage_state(store / sid)
@@ -222,61 +218,28 @@ def _frame(rows: list[dict], keys: list[str]) -> pd.DataFrame:
 
 
 def _stage_state(path: Path) -> dict[str, Any]:
-    """done / failed / running / interrupted / pending, from the files in a stage directory."""
-    try:
-        names = set(os.listdir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        names = set()
-    out: dict[str, Any] = {"state": "pending", "last_step": math.nan, "wall_s": math.nan,
-                           "error": "", "summary": {}}
-    if "DONE" in names:
-        out["state"] = "done"
-        if "summary.json" in names:
-            try:
-                out["summary"] = json.loads((path / "summary.json").read_text())
-            except (OSError, ValueError):
-                out["summary"] = {}
-            out["wall_s"] = _num(out["summary"].get("wall_s"))
+    """The stage's state (StageDir.state: the one definition `r360 status` and the results table
+    use), with its last logged step, wall seconds and error."""
+    sd = StageDir(path)
+    st = sd.state()
+    out: dict[str, Any] = {"state": st.state, "last_step": math.nan, "wall_s": math.nan,
+                           "error": st.detail if st.state == "failed" else "", "summary": {}}
+    if st.state == "done":
+        out["summary"] = sd.summary()
+        out["wall_s"] = _num(out["summary"].get("wall_s"))
         return out
-    if "FAILED" in names:
-        out["state"] = "failed"
-        try:
-            lines = [ln for ln in (path / "FAILED").read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            lines = []
-        out["error"] = lines[-1].strip() if lines else "failed"
-    attempts = _attempts(path) if "attempts.jsonl" in names else []
+    attempts = sd.attempts()
     if attempts:
-        out["wall_s"] = sum(_num(a.get("seconds")) for a in attempts)
-    if "metrics.jsonl" in names:
-        step = last_step(path)
-        out["last_step"] = math.nan if step is None else float(step)
-    if out["state"] == "failed":
-        return out
-    if attempts and attempts[-1].get("status") in ("interrupted", "preempted"):
-        out["state"] = "interrupted"
-    elif names - {"spec.yaml"}:
-        out["state"] = "running"
+        out["wall_s"] = sum(_num(a.get("seconds", 0.0)) for a in attempts)
+    step = last_step(path)
+    out["last_step"] = math.nan if step is None else float(step)
     return out
-
-
-def _attempts(path: Path) -> list[dict]:
-    rows = []
-    try:
-        for line in (path / "attempts.jsonl").read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    except OSError:
-        pass
-    return rows
 
 
 def _point_state(states: dict[str, dict]) -> tuple[str, str]:
     """A point's state and, when it is not done, what is missing and why."""
     if not states:
-        return "pending", "no stages planned"
+        return "not started", "no stages planned"
     not_done = [r for r, s in states.items() if s["state"] != "done"]
     if not not_done:
         return "done", ""
@@ -294,7 +257,7 @@ def _point_state(states: dict[str, dict]) -> tuple[str, str]:
             step = states[r]["last_step"]
             at = f" at step {int(step)}" if not math.isnan(step) else ""
             return st, f"{what}: {r} {st}{at}"
-    return "pending", f"{what}: {not_done[0]} not started"
+    return "not started", f"{what}: {not_done[0]} not started"
 
 
 # ---------------------------------------------------------------------------- steps

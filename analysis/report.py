@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reasoning360 import atomic
+from reasoning360.sweep.store import STATES
 
 from . import aggregate as A
 from . import html as H
@@ -107,7 +108,7 @@ def build_report(sweep: Sweep | str | os.PathLike, out: str | os.PathLike | None
 
     counts = sweep.points["state"].value_counts()
     sub = [f"{sweep.dir}", f"{len(sweep.points)} points: " + ", ".join(
-        f"{int(counts.get(s, 0))} {s}" for s in ("done", "running", "interrupted", "failed", "pending")
+        f"{int(counts.get(s, 0))} {s}" for s in STATES
         if counts.get(s, 0)) + f"; generated {H.stamp()}"]
     sections = [("missing", f"Missing ({len(sweep.missing)})", H.missing_html(sweep.missing)),
                 ("table", "Main table", H.tables_html([main_d]) + '<p>Files: main_table.md, .tex, .csv</p>')]

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from reasoning360.sweep.store import StageDir
+
 ROLES = ("data", "traces", "sft", "sft_eval", "rl", "rl_eval")
 KIND = {"data": "data", "traces": "traces", "sft": "sft", "sft_eval": "eval", "rl": "rl", "rl_eval": "eval"}
 BEST_K = {"countdown": 1, "arc_1d": 0, "sudoku": 3, "knights_knaves": 2}
@@ -107,8 +109,7 @@ def make_sweep(root: str | Path, *, name: str = "synthetic", tasks: Iterable[str
                 written.add(sid)
                 d = store / sid
                 d.mkdir(exist_ok=True)
-                (d / "spec.yaml").write_text(yaml.safe_dump({"spec": {"kind": KIND[role], "task": task},
-                                                             "runtime": {"run_name": pname, "group": name}}))
+                StageDir(d).write_record({"kind": KIND[role], "task": task}, {"run_name": pname, "group": name})
                 if state == "pending":
                     continue
                 _write_stage(d, role, state, task, k, baseline, s, rng, sft_steps=sft_steps,
@@ -195,17 +196,16 @@ def _write_stage(d: Path, role: str, state: str, task: str, k: int | None, basel
         summary = {"accuracy": float(correct.mean()), "format_rate": float(fmt.mean()),
                    "mean_response_tokens": float(tokens.mean()), "mean_backtracks": float(bt.mean()),
                    "n": int(n_items)}
-    if state in ("done", "failed"):
-        with open(d / "attempts.jsonl", "a") as fh:
-            fh.write(json.dumps({"start": t0, "seconds": 1.0, "status": state, "job": None,
-                                 "host": "synthetic"}) + "\n")
+    sd = StageDir(d)              # the bookkeeping a real runner leaves (a running one: this process)
+    attempt = sd.begin_attempt()
     if state == "failed":
-        (d / "FAILED").write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-                                  "RuntimeError: synthetic failure (out of memory)\n")
+        sd.mark_failed("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                       "RuntimeError: synthetic failure (out of memory)\n")
+        sd.end_attempt(attempt, "failed", t0 - 1.0)
     elif state == "done":
+        sd.end_attempt(attempt, "done", t0 - 1.0)
         summary["wall_s"] = 1.0
-        (d / "summary.json").write_text(json.dumps(summary))
-        (d / "DONE").write_text(f"{t0}\n")
+        sd.mark_done(summary)
 
 
 def _response(bt: int, correct: bool, i: int, evil: bool) -> str:

@@ -129,7 +129,7 @@ def main() -> int:
         report["status_cli_s"] = round(time.perf_counter() - t0, 2)
         report["status_calls"] = calls(log, mark)
         report["status_rows"] = len(p.stdout.splitlines()) - 2
-        from reasoning360.launchers.slurm import status
+        from reasoning360.launchers import status
 
         slurm_query.CALLS.clear()
         t0 = time.perf_counter()

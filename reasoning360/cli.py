@@ -9,12 +9,12 @@ import sys
 
 # name -> (module, help). The module defines configure_<name>(parser) and cmd_<name>(args) -> int.
 COMMANDS = {
-    "status": ("reasoning360.launchers.slurm.commands", "one table: every point x stage, state, step, reward, job"),
-    "watch": ("reasoning360.launchers.slurm.commands", "the status table, refreshed live"),
-    "logs": ("reasoning360.launchers.slurm.commands", "the tail of a stage's log and its traceback"),
-    "cancel": ("reasoning360.launchers.slurm.commands", "cancel a sweep's queued and running jobs"),
-    "resubmit": ("reasoning360.launchers.slurm.commands", "resubmit what is not DONE (--failed, --all-missing)"),
-    "render": ("reasoning360.launchers.slurm.commands", "write the sbatch files the launcher would submit"),
+    "status": ("reasoning360.launchers.commands", "one table: every point x stage, state, step, reward, job"),
+    "watch": ("reasoning360.launchers.commands", "the status table, refreshed live"),
+    "logs": ("reasoning360.launchers.commands", "the tail of a stage's log and its traceback"),
+    "cancel": ("reasoning360.launchers.commands", "cancel a sweep's queued and running jobs"),
+    "resubmit": ("reasoning360.launchers.commands", "resubmit what is not DONE (--failed, --all-missing)"),
+    "render": ("reasoning360.launchers.commands", "write the sbatch files the launcher would submit"),
     "report": ("analysis.report", "tables, figures and an HTML report of one or more sweeps"),
     "data": ("reasoning360.tasks.cli", "build one task's datasets the way the paper's generators did"),
     "distill": ("reasoning360.tasks.distill", "sample a teacher through an OpenAI-compatible endpoint"),

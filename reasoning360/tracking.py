@@ -61,11 +61,11 @@ class Tracker:
             self._wandb = None
 
 
-def last_step(stage_dir: str | os.PathLike) -> int | None:
-    """The step of the last whole line of metrics.jsonl, from its tail only (cheap to poll);
-    None when there is none yet."""
+def last_row(stage_dir: str | os.PathLike) -> dict | None:
+    """The last whole line of metrics.jsonl, from its tail only (cheap to poll: status reads
+    thousands); None when there is none yet."""
     try:
-        with open(Path(stage_dir) / "metrics.jsonl", "rb") as fh:
+        with open(os.path.join(stage_dir, METRICS), "rb") as fh:
             fh.seek(0, os.SEEK_END)
             fh.seek(max(0, fh.tell() - 8192))
             tail = fh.read().splitlines()
@@ -73,10 +73,17 @@ def last_step(stage_dir: str | os.PathLike) -> int | None:
         return None
     for line in reversed(tail):
         try:
-            return int(json.loads(line)["step"])
-        except (ValueError, KeyError, TypeError):
+            row = json.loads(line)
+        except ValueError:
             continue
+        if isinstance(row, dict) and "step" in row:
+            return row
     return None
+
+
+def last_step(stage_dir: str | os.PathLike) -> int | None:
+    row = last_row(stage_dir)
+    return None if row is None else int(row["step"])
 
 
 def write_metrics_parquet(stage_dir: str | os.PathLike) -> None:

@@ -59,7 +59,7 @@ def test_partial_sweep_loads_and_says_what_is_missing(partial):
     states = s.points.set_index("point")["state"]
     assert states["countdown-k2-s1"] == "failed"
     assert states["countdown-k3-s2"] == "running"
-    assert states["countdown-cold_start-s2"] == "pending"
+    assert states["countdown-cold_start-s2"] == "not started"
     assert states["countdown-k1-s0"] == "done"
     missing = "\n".join(s.missing)
     assert "countdown-k2-s1: no rl_eval: rl failed (RuntimeError: synthetic failure" in missing

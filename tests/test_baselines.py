@@ -73,7 +73,7 @@ def test_distill_stage_grades_every_problem_into_three_splits(baselines_sweep):
 
 def test_the_baseline_sft_trains_on_its_split_only(baselines_sweep):
     plan, store, st = _stages(baselines_sweep, BASELINE)
-    spec, _ = store.load(st["sft"])
+    spec = store.stage(st["sft"]).spec()
     assert spec["traces"] == st["distill"] and spec["traces_file"] == "incorrect_format.parquet"
     trained = store.stage(st["sft"]).summary()
     n = store.stage(st["distill"]).summary()["splits"]["incorrect_format"]
@@ -89,7 +89,7 @@ def test_a_killed_distill_stage_resumes_without_asking_again(baselines_sweep, tm
     src = store.stage(st["distill"]).path
     root = tmp_path / "store"
     shutil.copytree(src, root / src.name)
-    spec, _ = store.load(st["distill"])
+    spec = store.stage(st["distill"]).spec()
     for dep in (spec["data"], spec["teacher"]):
         (root / dep).symlink_to(store.stage(dep).path)
     d = root / src.name

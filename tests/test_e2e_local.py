@@ -44,7 +44,7 @@ def test_every_stage_is_done_with_spec_metrics_and_outputs(smoke_sweep):
     for sid, stage in plan.stages.items():
         sd = store.stage(sid)
         assert sd.is_done(), sid
-        assert (sd.path / "spec.yaml").exists()
+        assert (sd.path / "spec.json").exists()
         if stage.kind in ("sft", "rl"):
             assert (sd.path / "model" / "config.json").exists()
             steps = [r["step"] for r in read_metrics(sd.path)]

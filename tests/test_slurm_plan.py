@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from reasoning360.launchers.slurm import arrays, resources, sbatch, query as slurm_query, status, submit
+from reasoning360.launchers import status
+from reasoning360.launchers.slurm import arrays, resources, sbatch, query as slurm_query, submit
 from reasoning360.launchers.slurm.jobs import JobsFile
 from reasoning360.launchers.slurm.resources import ResourceError
 from reasoning360.launchers.slurm.query import ClusterInfo, NodeInfo, PartitionInfo
@@ -169,7 +170,7 @@ def test_bad_profile_names_the_key(tmp_path, override, key):
     c, plan, *_ = build(tmp_path, "+grid=smoke", override)
     with pytest.raises(ResourceError) as e:
         resources.check_profile(c)
-        for k in resources.KINDS:
+        for k in resources.resource_keys():
             resources.resolve(c, k)
     assert str(e.value).startswith(key + ":"), str(e.value)
 
@@ -187,7 +188,7 @@ def test_unsatisfiable_request_refused(tmp_path, override, info, key):
     if key == "cluster.resources.data.time_minutes":
         c["cluster"]["resources"]["data"]["time_minutes"] = 300
     with pytest.raises(ResourceError) as e:
-        for k in resources.KINDS:
+        for k in resources.resource_keys():
             resources.check_against(resources.resolve(c, k), info)
     assert str(e.value).startswith(key + ":"), str(e.value)
 
@@ -241,7 +242,7 @@ def test_status_from_directories_and_slurm(tmp_path, monkeypatch):
     assert by[(plan.points[1].name, "traces")].state == "failed"
     r = by[(plan.points[0].name, "sft")]
     assert (r.step, r.total, r.metric_name, r.metric) == (2, 30, "loss", 2.5)
-    assert by[(plan.points[0].name, "rl")].state == "not submitted"
+    assert by[(plan.points[0].name, "rl")].state == "not started"
     assert not snap.slurm
 
     # with jobs.json: one squeue and one sacct call, whatever the size

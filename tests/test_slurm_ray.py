@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from reasoning360.launchers.slurm import query as slurm_query, status
+from reasoning360.launchers import status
+from reasoning360.launchers.slurm import query as slurm_query
 from reasoning360.launchers.slurm.jobs import JobsFile
 from reasoning360.ray.bootstrap import RAY_TMP, cluster_pids
 from reasoning360.sweep import sweepdir
+from reasoning360.tracking import last_row
 
 from slurm_cluster import TINY, cancel_sweep, sweep_cmd, wait_for
 
@@ -114,7 +116,7 @@ def test_grpo_with_ray_rollout_workers_then_scancel_leaves_nothing(slurm_cluster
         log = sweep / "slurm" / "logs" / f"{ref}_0_log.out"
 
         def stepping():
-            row = status.tail_row(store.stage(sid).path / "metrics.jsonl")
+            row = last_row(store.stage(sid).path)
             return row is not None and row["step"] >= 2 and log.exists() and "[ray-rollout] 2 rollout workers up" in log.read_text()
         wait_for(stepping, 300, 1, "GRPO steps with 2 Ray rollout workers")
         text = log.read_text()
@@ -138,8 +140,9 @@ def test_grpo_with_ray_rollout_workers_then_scancel_leaves_nothing(slurm_cluster
         assert "terminated (SIGTERM)" in text and "Ray stopped" in text, text[-1500:]
         assert gone_s < 15          # torn down by the job itself, not by Slurm's KillWait SIGKILL
         row = wait_for(lambda: next((r for r in status.snapshot(sweep).rows
-                                     if r.role == "rl" and r.state == "cancelled"), None), 30, 1,
-                       "status to show the RL stage cancelled")
+                                     if r.role == "rl" and r.state == "interrupted"
+                                     and "cancelled" in r.reason), None), 30, 1,
+                       "status to show the RL stage interrupted (cancelled)")
         assert row.step is not None and row.step >= 2
     finally:
         cancel_sweep(sweep)

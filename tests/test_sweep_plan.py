@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reasoning360.sweep import grid, identity, main, sweepdir
-from reasoning360.sweep.graph import plan as make_plan
+from reasoning360.sweep.plan import plan as make_plan
 from reasoning360.sweep.store import Store
 
 from compose import compose_cfg
@@ -111,7 +111,7 @@ def test_sweep_dir_round_trip_and_refuses_a_different_sweep(tmp_path):
     assert loaded.points[0].stages == plan.points[0].stages
     for sid, s in plan.stages.items():
         assert loaded.stages[sid].deps == s.deps
-        assert (store.root / sid / "spec.yaml").exists()
+        assert (store.root / sid / "spec.json").exists()
     # the same sweep again is fine; a different one under the same name is refused
     main.record(c, plan, store, sweep_dir)
     c2, plan2, store2, _ = build(tmp_path, "+grid=smoke", "rl.lr=5e-4")
@@ -123,7 +123,7 @@ def test_sweep_dir_round_trip_and_refuses_a_different_sweep(tmp_path):
 
 def test_store_done_is_the_only_finish_marker(tmp_path):
     sd = Store(tmp_path).stage("sft-x-123")
-    sd.write_spec({"kind": "sft"}, {})
+    sd.write_record({"kind": "sft"}, {})
     assert not sd.is_done()
     sd.mark_failed("Traceback ...")
     assert sd.failure() == "Traceback ..."

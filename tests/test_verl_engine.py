@@ -378,7 +378,7 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
     record(c, plan, store, sweep_dir)
     for s in plan.stages.values():      # what the planner records once engine.verl reaches the runtime
         if "engine" not in s.runtime:
-            store.stage(s.id).write_spec(s.spec, {**s.runtime, "engine": c["engine"]})
+            store.stage(s.id).write_record(s.spec, {**s.runtime, "engine": c["engine"]})
     ids = plan.points[0].stages
     for role in ("data", "traces"):
         run_stage(store, ids[role], show_progress=False)

@@ -223,7 +223,7 @@ def test_distill_stage_serves_its_teacher_and_stops_it(tmp_path):
     data = store.stage("data-countdown-test")
     assert main(["data", "countdown", "--backtracks", "0", "--sft_size", "6", "--train_size", "2",
                  "--val_size", "2", "--test_size", "2", "--local_dir", str(data.path), "--quiet"]) == 0
-    data.write_spec({"kind": "data"}, {})
+    data.write_record({"kind": "data"}, {})
     data.mark_done({})
     teacher = _tiny_checkpoint(tmp_path / "teacher")
     spec = {"kind": "distill", "task": "countdown", "data": "data-countdown-test", "teacher": None,
@@ -231,7 +231,7 @@ def test_distill_stage_serves_its_teacher_and_stops_it(tmp_path):
             "batch_size": 4, "seed": 0,
             "sampling": {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "rejection": False}}
     sid = "distill-countdown_long_cot-test"
-    store.stage(sid).write_spec(spec, {"device": "cpu", "distill": {"concurrency": 2, "server_timeout_s": 300}})
+    store.stage(sid).write_record(spec, {"device": "cpu", "distill": {"concurrency": 2, "server_timeout_s": 300}})
     summary = run_stage(store, sid, show_progress=False)
     assert summary["samples"] == 12 and sum(summary["splits"].values()) == 12
     assert summary["settings"]["backend"] == "vllm"

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from rich.console import Console
 
-from ..sweep.graph import Plan
+from ..sweep.plan import Plan
 from ..sweep.store import Store
 
 

@@ -26,9 +26,10 @@ from typing import Any
 
 from rich.console import Console
 
+from reasoning360 import stages
 from reasoning360.cores import usable_cores
 from reasoning360.tracking import last_step
-from reasoning360.sweep.graph import Plan
+from reasoning360.sweep.plan import Plan
 from reasoning360.sweep.store import Store
 
 LOG = "local.log"
@@ -44,22 +45,9 @@ class Running:
     boosted: bool = False          # told to use every core (USR1)
 
 
-def stage_total(stage) -> int | None:
-    """Steps a training stage will log (its bar's total); None for data, traces, eval."""
-    if stage.kind == "sft":
-        return int(stage.spec["sft"]["max_steps"])
-    if stage.kind == "rl":
-        return int(stage.spec["rl"]["steps"])
-    return None
-
-
 def descendants(plan: Plan) -> dict[str, int]:
     """Stage id -> how many stages depend on it, directly or not."""
-    children: dict[str, set[str]] = {sid: set() for sid in plan.stages}
-    for sid, st in plan.stages.items():
-        for dep in st.deps.values():
-            if dep in children:
-                children[dep].add(sid)
+    children = plan.children()
     memo: dict[str, set[str]] = {}
 
     def below(sid: str) -> set[str]:
@@ -122,8 +110,7 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
         return Running(sid, proc, time.time(), log)
 
     def why_failed(sid: str, rc: int) -> str:
-        err = store.stage(sid).path / "FAILED"
-        text = err.read_text(errors="replace").strip().splitlines() if err.exists() else []
+        text = (store.stage(sid).failure() or "").strip().splitlines()
         last = text[-1] if text else f"exit code {rc}"
         return f"{plan.stages[sid].kind} failed: {last} (log: {store.stage(sid).path / LOG})"
 
@@ -168,7 +155,7 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
                     if len(running) < workers and ready(sid) and not (fail_fast and failed):
                         running[sid] = start(sid)
                         st = plan.stages[sid]
-                        bars.add(sid, f"{_label(st)}", stage_total(st))
+                        bars.add(sid, f"{_label(st)}", stages.get(st.kind).total_steps(st.spec))
                 report_points()
                 if not running:
                     break

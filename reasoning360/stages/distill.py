@@ -24,7 +24,56 @@ from typing import Any
 
 from reasoning360.tasks.distill import Client, distill_rows, input_path, render
 
+from .base import Role, StageKind
+
 PROMPT_ROOM = 4096      # tokens a served teacher keeps for the prompt beyond the longest answer
+
+# Baselines whose SFT data is a teacher's graded answers to the SFT problems:
+# name -> (teacher in distill.teachers, split written by this stage).
+DISTILL_BASELINES = {
+    "short_cot_correct": ("short_cot", "correct"),
+    "short_cot_incorrect": ("short_cot", "incorrect"),
+    "long_cot_correct": ("long_cot", "correct"),
+    "long_cot_incorrect": ("long_cot", "incorrect"),
+    "long_cot_wrong_format": ("long_cot", "incorrect_format"),
+}
+
+
+def teacher_of(c: dict[str, Any], baseline: str) -> dict[str, Any]:
+    """The teacher and split of a distill baseline: {"source", "split", "sft_k", "path",
+    "max_new_tokens"} from distill.teachers.<source>."""
+    source, split = DISTILL_BASELINES[baseline]
+    t = c["distill"]["teachers"][source]
+    return {"source": source, "split": split, "sft_k": t["sft_k"], "path": t["path"],
+            "max_new_tokens": t["max_new_tokens"]}
+
+
+def teacher_k(c: dict[str, Any], baseline: str | None) -> int | None:
+    """The k of the k-backtrack SFT model that teaches `baseline`, when the teacher is this
+    sweep's own model (None: not a distill baseline, or a checkpoint path teaches it)."""
+    if baseline not in DISTILL_BASELINES:
+        return None
+    t = teacher_of(c, baseline)
+    return None if t["path"] else t["sft_k"]
+
+
+def spec(c: dict[str, Any], data_id: str, teacher_id: str | None, t: dict[str, Any]) -> dict[str, Any]:
+    """A teacher's graded answers to the SFT problems. What changes the samples is hashed;
+    how they are fetched (server settings, concurrency) is runtime."""
+    d = c["distill"]
+    return {"kind": "distill", "task": c["task"]["name"], "data": data_id, "teacher": teacher_id,
+            "teacher_path": None if teacher_id else str(Path(str(t["path"])).expanduser().resolve()),
+            "source": t["source"], "problems": d["problems"], "backend": d["backend"],
+            "batch_size": d["batch_size"],
+            "sampling": {"n": d["n"], "temperature": d["temperature"], "top_p": d["top_p"],
+                         "max_new_tokens": t["max_new_tokens"], "rejection": d["rejection"]},
+            "seed": c["data"]["seed"]}
+
+
+def build(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any] | None:
+    if p.baseline not in DISTILL_BASELINES:
+        return None
+    return spec(c, ids["data"], ids.get("teacher"), teacher_of(c, p.baseline))
 
 
 def teacher_dir(spec: dict[str, Any], deps: dict[str, Path]) -> Path:
@@ -172,3 +221,8 @@ def _tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+KIND = StageKind(
+    name="distill", inputs={"data": "data", "teacher": "teacher"}, run="reasoning360.stages.distill:run_distill",
+    roles=(Role("distill", ("data", "teacher"), build),))

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from .graph import Plan, plan as make_plan
+from .plan import Plan, plan as make_plan
 from .grid import DISTILL_BASELINES, GridError, Point, expand, teacher_of
 from .store import Store
 from . import sweepdir
@@ -99,9 +99,6 @@ def build(cfg: DictConfig) -> tuple[dict[str, Any], Plan, Store, Path]:
 
 
 def record(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path) -> None:
-    """Write the sweep directory and every stage's spec.yaml (specs of DONE stages are kept)."""
-    sweepdir.save(sweep_dir, plan, store, c, overwrite=bool(c["sweep"].get("overwrite")))
-    for s in plan.stages.values():
-        sd = store.stage(s.id)
-        if not sd.is_done():
-            sd.write_spec(s.spec, s.runtime)
+    """Write the sweep directory and every stage's spec.json (DONE stages keep theirs)."""
+    sweepdir.save(sweep_dir, plan, store, c, overwrite=c["sweep"]["overwrite"])
+    store.record_all({s.id: (s.spec, s.runtime) for s in plan.stages.values()})

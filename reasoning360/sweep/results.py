@@ -1,6 +1,7 @@
 """The sweep's results table: one row per point, read from the eval stages' summaries.
 
-A point whose eval has not finished shows NaN (missing), never 0.
+A point whose eval has not finished shows NaN (missing), never 0; its state column says why
+(StageDir.state of the first stage of the point that is not done).
 """
 
 from __future__ import annotations
@@ -10,11 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from .graph import Plan
+from .plan import Plan
 from .store import Store
 
 COLUMNS = ["point", "task", "k", "baseline", "seed", "sft_acc", "rl_acc", "rl_format",
            "rl_tokens", "rl_backtracks", "wall_s", "state"]
+
+
+def point_state(plan: Plan, store: Store, stages: dict[str, str]) -> str:
+    """"done", or the state of the point's first unfinished stage and its role, e.g.
+    "interrupted (killed): rl"."""
+    for role, sid in stages.items():
+        st = store.stage(sid).state()
+        if st.state != "done":
+            return f"{st.label}: {role}"
+    return "done"
 
 
 def rows(plan: Plan, store: Store) -> list[dict[str, Any]]:
@@ -24,14 +35,13 @@ def rows(plan: Plan, store: Store) -> list[dict[str, Any]]:
         summaries = {role: store.stage(sid).summary() if store.stage(sid).is_done() else None
                      for role, sid in pp.stages.items()}
         sft_eval, rl_eval = summaries.get("sft_eval"), summaries.get("rl_eval")
-        done = all(s is not None for s in summaries.values())
         row = {"point": p.name, "task": p.task, "k": p.k, "baseline": p.baseline or "", "seed": p.seed,
                **{f"axis.{k}": v for k, v in p.axes.items()},
                "sft_acc": _get(sft_eval, "accuracy"), "rl_acc": _get(rl_eval, "accuracy"),
                "rl_format": _get(rl_eval, "format_rate"), "rl_tokens": _get(rl_eval, "mean_response_tokens"),
                "rl_backtracks": _get(rl_eval, "mean_backtracks"),
                "wall_s": sum(s.get("wall_s", 0.0) for s in summaries.values() if s),
-               "state": "done" if done else _state(store, pp.stages)}
+               "state": point_state(plan, store, pp.stages)}
         out.append(row)
     return out
 
@@ -40,14 +50,6 @@ def _get(summary: dict | None, key: str) -> float:
     if not summary or summary.get(key) is None:
         return math.nan
     return float(summary[key])
-
-
-def _state(store: Store, stages: dict[str, str]) -> str:
-    for role, sid in stages.items():
-        sd = store.stage(sid)
-        if sd.failure() is not None:
-            return f"failed ({role})"
-    return "incomplete"
 
 
 def write(rows_: list[dict], sweep_dir: Path) -> tuple[Path, Path]:

@@ -1,75 +1,31 @@
 """Run one stage in this process: the unit of work of every launcher.
 
-`python -m reasoning360.sweep.runner STORE STAGE_ID` is what a Slurm job executes; the
-local launcher calls `run_stage` directly. A DONE stage returns its summary at once; a
-partial one resumes from its last checkpoint; a stage that another process is running
-is refused rather than run twice.
+`python -m reasoning360.sweep.runner STORE STAGE_ID` is what the local pool's children and
+Slurm jobs execute. A DONE stage returns its summary at once; a partial one resumes from its
+last checkpoint; a stage that another process is running is refused (StageBusy) rather than
+run twice. Its kind's code (reasoning360.stages) does the work; this module only keeps the
+books through StageDir: lock, attempt start and end, FAILED, summary, DONE.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
 import sys
 import time
 import traceback
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .. import atomic
+from .. import stages
 from ..cores import usable_cores
 from ..engines.context import PreemptFlag, Preempted, StageContext
 from ..tracking import Tracker
-from .graph import deps_of
-from .store import Store
-
-ATTEMPTS = "attempts.jsonl"
-
-
-class StageBusy(RuntimeError):
-    """Another process holds the stage's lock."""
+from .store import StageBusy, Store
 
 
 class DependencyMissing(RuntimeError):
     """An upstream stage is not DONE."""
-
-
-def _data(ctx: StageContext) -> dict:
-    from ..tasks import build_data
-    return build_data(ctx.spec, ctx.stage_dir, show_progress=ctx.show_progress)
-
-
-def _traces(ctx: StageContext) -> dict:
-    from ..tasks import build_traces
-    return build_traces(ctx.spec, ctx.deps["data"], ctx.stage_dir, show_progress=ctx.show_progress)
-
-
-def _distill(ctx: StageContext) -> dict:
-    from ..stages.distill import run_distill
-    return run_distill(ctx)
-
-
-def _engine(ctx: StageContext):
-    name = ctx.spec["engine"]
-    if name == "local":
-        from ..engines import local
-        return local
-    if name.startswith("verl"):
-        from ..engines import verl  # optional extra: imported only when asked for
-        return verl
-    raise ValueError(f"engine.name: unknown engine {name!r}")
-
-
-RUNNERS: dict[str, Callable[[StageContext], dict]] = {
-    "data": _data,
-    "traces": _traces,
-    "distill": _distill,
-    "sft": lambda ctx: _engine(ctx).run_sft(ctx),
-    "rl": lambda ctx: _engine(ctx).run_grpo(ctx),
-    "eval": lambda ctx: _engine(ctx).run_eval(ctx),
-}
 
 
 def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
@@ -78,10 +34,11 @@ def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
     sd = store.stage(stage_id)
     if sd.is_done():
         return sd.summary()
-    spec, runtime = store.load(stage_id)
-    runtime = {**runtime, **(runtime_overrides or {})}
+    rec = sd.record()
+    spec, runtime = rec["spec"], {**(rec.get("runtime") or {}), **(runtime_overrides or {})}
+    kind = stages.get(spec["kind"])
     deps = {}
-    for role, dep in deps_of(spec).items():
+    for role, dep in kind.deps_of(spec).items():
         if not store.stage(dep).is_done():
             raise DependencyMissing(f"{stage_id}: upstream stage {dep} is not done")
         deps[role] = store.stage(dep).path
@@ -98,55 +55,27 @@ def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
     ctx = StageContext(stage_dir=sd.path, spec=spec, runtime={**runtime, "show_progress": show_progress},
                        deps=deps, make_tracker=make_tracker, preempt=preempt or PreemptFlag(),
                        show_progress=show_progress)
-    with _lock(sd.path):
-        if sd.is_done():           # finished by someone else while we waited for nothing
+    with sd.lock():
+        if sd.is_done():           # finished by another process while we waited for nothing
             return sd.summary()
         t0 = time.time()
+        attempt = sd.begin_attempt()
         try:
-            summary = RUNNERS[spec["kind"]](ctx)
+            summary = kind.runner()(ctx)
         except Preempted:
-            _record_attempt(sd.path, t0, "preempted")
+            sd.end_attempt(attempt, "preempted", t0)
             raise
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            _record_attempt(sd.path, t0, status)
-            if status == "failed":
+            if isinstance(exc, KeyboardInterrupt):
+                sd.end_attempt(attempt, "cancelled", t0)
+            else:
                 sd.mark_failed(traceback.format_exc())
+                sd.end_attempt(attempt, "failed", t0)
             raise
-        attempts = _record_attempt(sd.path, t0, "done")
-        summary = {**summary, "wall_s": sum(a["seconds"] for a in attempts), "stage_id": stage_id}
+        attempts = sd.end_attempt(attempt, "done", t0)
+        summary = {**summary, "wall_s": sum(a.get("seconds", 0.0) for a in attempts), "stage_id": stage_id}
         sd.mark_done(summary)
     return summary
-
-
-def _record_attempt(path: Path, t0: float, status: str) -> list[dict]:
-    file = path / ATTEMPTS
-    rows = [json.loads(line) for line in file.read_text().splitlines()] if file.exists() else []
-    rows.append({"start": t0, "seconds": round(time.time() - t0, 3), "status": status,
-                 "job": os.environ.get("SLURM_JOB_ID"), "host": os.uname().nodename})
-    atomic.write_jsonl(file, rows)
-    return rows
-
-
-class _lock:
-    """An exclusive flock on the stage directory, so two launchers never run one stage."""
-
-    def __init__(self, path: Path):
-        self.path = path / ".lock"
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.fh.close()
-            raise StageBusy(f"stage {self.path.parent.name} is being run by another process")
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
 
 
 def _use_all_cores(*_: Any) -> None:

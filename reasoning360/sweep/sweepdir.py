@@ -13,9 +13,11 @@ from typing import Any
 import yaml
 
 from .. import atomic
-from .graph import Plan, PointPlan, Stage
+from .plan import Plan, PointPlan, Stage
 from .grid import Point
 from .store import Store
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 PLAN = "plan.json"
 CONFIG = "sweep.yaml"
@@ -73,26 +75,26 @@ def _walk(a: Any, b: Any, prefix: str = ""):
         yield prefix.rstrip("."), a, b
 
 
-def load(sweep_dir: str | Path) -> tuple[Plan, Store, dict[str, Any]]:
-    """(plan, store, config) of a sweep directory. Stage specs are read lazily from the store."""
-    sweep_dir = Path(sweep_dir)
-    path = sweep_dir / PLAN
+def load_plan(sweep_dir: str | Path) -> tuple[Plan, Store]:
+    """(plan, store) from plan.json alone: stage kinds and dependencies, not their specs (the
+    store has those; StageDir.spec reads one when it is needed)."""
+    path = Path(sweep_dir) / PLAN
     if not path.exists():
         raise SweepDirError(f"{sweep_dir}: not a sweep directory (no {PLAN})")
     rec = json.loads(path.read_text())
-    cfg = yaml.safe_load((sweep_dir / CONFIG).read_text()) if (sweep_dir / CONFIG).exists() else {}
-    store = Store(rec["store"])
-    stages = {sid: Stage(sid, s["kind"], {}, {}, s.get("points", [])) for sid, s in rec["stages"].items()}
-    for sid, s in rec["stages"].items():
-        stages[sid].spec = {"kind": s["kind"], **_dep_fields(s["deps"])}
+    stages = {sid: Stage(sid, s["kind"], {}, {}, dict(s["deps"]), s.get("points", []))
+              for sid, s in rec["stages"].items()}
     points = [PointPlan(Point(p["task"], p["k"], p["baseline"], p["seed"], p.get("axes") or {}), p["stages"])
               for p in rec["points"]]
-    return Plan(points, stages), store, cfg
+    return Plan(points, stages), Store(rec["store"])
 
 
-def _dep_fields(deps: dict[str, str]) -> dict[str, str]:
-    # Enough of the spec for `Stage.deps` to work on a loaded plan.
-    return {("checkpoint" if role == "init" else role): sid for role, sid in deps.items()}
+def load(sweep_dir: str | Path) -> tuple[Plan, Store, dict[str, Any]]:
+    """(plan, store, composed config) of a sweep directory."""
+    plan, store = load_plan(sweep_dir)
+    path = Path(sweep_dir) / CONFIG
+    cfg = yaml.load(path.read_text(), Loader=_Loader) if path.exists() else {}
+    return plan, store, cfg
 
 
 def resolve(name_or_path: str, sweeps_root: str | Path | None = None) -> Path:

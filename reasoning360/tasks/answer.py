@@ -89,20 +89,6 @@ def count_markers(text: Any, marker: str, max_chars: int = MAX_COMPLETION_CHARS)
     return text[:max_chars].count(marker)
 
 
-class Deadline:
-    """A cooperative time budget for loops that cannot be bounded structurally."""
-
-    def __init__(self, seconds: float):
-        self.end = time.monotonic() + seconds
-
-    def expired(self) -> bool:
-        return time.monotonic() > self.end
-
-    def check(self) -> None:
-        if self.expired():
-            raise TimeoutError("deadline exceeded")
-
-
 def call_with_timeout(fn: Callable[..., T], *args, seconds: float = 1.0, default: T,
                       **kwargs) -> T:
     """`fn(*args, **kwargs)`, or `default` if it raises or (in the main thread, where SIGALRM is

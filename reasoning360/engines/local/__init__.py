@@ -2,8 +2,8 @@
 
 The stage runner calls exactly `run_sft(ctx)`, `run_grpo(ctx)`, `run_eval(ctx)`; each returns a
 JSON-able summary. Modules: tokenizer (char tokenizer), model (build/load, device), data
-(parquet, prompts, batch orders), sampler (KV-cache sampling + RolloutEngine), losses (verl's
-GRPO math), checkpoint (atomic save/resume), sft, grpo, evaluate.
+(parquet, prompts, batch orders), losses (verl's GRPO math), checkpoint (atomic save/resume),
+sft, grpo, evaluate. Rollouts come from reasoning360.rollout.
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ from typing import Any
 # made a training step 10x slower on a 2-core machine; passive waiting costs ~nothing. Only
 # effective if set before torch is first imported (job entry points should set it too).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def needs_ray(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
+    """GRPO with `rollout.workers` > 0 samples in Ray actors; everything else runs in-process."""
+    return kind == "rl" and int(runtime["rollout_workers"]) > 0
 
 
 def run_sft(ctx) -> dict[str, Any]:
@@ -35,4 +40,4 @@ def run_eval(ctx) -> dict[str, Any]:
     return _run(ctx)
 
 
-__all__ = ["run_sft", "run_grpo", "run_eval"]
+__all__ = ["needs_ray", "run_sft", "run_grpo", "run_eval"]

@@ -18,7 +18,12 @@ from . import overrides as O
 from .launch import allocation, ppo_command, ray_address, sft_command
 from .metrics import latest_checkpoint_step
 
-__all__ = ["run_sft", "run_grpo", "run_eval", "command_for", "stage_command", "dry_run_commands"]
+__all__ = ["needs_ray", "run_sft", "run_grpo", "run_eval", "command_for", "stage_command", "dry_run_commands"]
+
+
+def needs_ray(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
+    """GRPO and eval run verl's main_ppo, a Ray driver; SFT runs under torchrun."""
+    return kind in ("rl", "eval")
 
 
 # ---------------------------------------------------------------------------- commands
@@ -36,28 +41,10 @@ def _deps_from_store(spec: dict[str, Any], stage_dir: Path) -> dict[str, Path]:
     return deps
 
 
-def _upstream_model(spec: dict[str, Any], deps: dict[str, Path], plan_specs: dict[str, dict] | None = None
-                    ) -> dict[str, Any] | None:
-    """An eval spec names only its checkpoint; the model config is its upstream stage's."""
-    import yaml
-
-    if spec.get("model"):
-        return spec["model"]
-    up = spec.get("init") or spec.get("checkpoint")
-    seen = 0
-    while up and seen < 8:
-        seen += 1
-        if plan_specs and up in plan_specs:
-            s = plan_specs[up]
-        else:
-            p = Path(deps["init"]).parent / up / "spec.yaml" if deps.get("init") else None
-            if p is None or not p.exists():
-                return None
-            s = (yaml.safe_load(p.read_text()) or {}).get("spec") or {}
-        if s.get("model"):
-            return s["model"]
-        up = s.get("init") or s.get("checkpoint")
-    return None
+def _upstream_model(spec: dict[str, Any], deps: dict[str, Path] | None = None,
+                    plan_specs: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Every sft / rl / eval spec carries the model config (how to load the checkpoint)."""
+    return spec["model"]
 
 
 def stage_command(spec: dict[str, Any], runtime: dict[str, Any] | None, stage_dir: Path,
@@ -106,7 +93,7 @@ def command_for(spec: dict[str, Any], runtime: dict[str, Any] | None, stage_dir:
 
 def dry_run_commands(plan, store_root: str | os.PathLike, nnodes: int | None = None,
                      gpus_per_node: int | None = None) -> dict[str, list[str]]:
-    """stage id -> verl command for every verl stage of a plan (reasoning360.sweep.graph.Plan),
+    """stage id -> verl command for every verl stage of a plan (reasoning360.sweep.plan.Plan),
     without touching the disk (model configs of eval stages come from the plan)."""
     specs = {sid: st.spec for sid, st in plan.stages.items()}
     out = {}

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from reasoning360.sweep.graph import Plan
+from reasoning360.sweep.plan import Plan
 from reasoning360.sweep.store import Store
 
 from ..base import LaunchError, Launcher
@@ -39,9 +39,21 @@ class SlurmLauncher(Launcher):
         return launch(c, plan, store, sweep_dir, console)
 
     def cancel(self, sweep_dir: Path, console: Console) -> int:
-        from .commands import cancel_sweep
+        """scancel every queued or running job of the sweep (one squeue, one scancel)."""
+        from . import query
+        from .jobs import JobsFile
 
-        return cancel_sweep(sweep_dir, console)
+        ids = JobsFile(sweep_dir).job_ids()
+        if not ids:
+            console.print("nothing to cancel: no Slurm job was submitted for this sweep")
+            return 0
+        live = sorted({t.array_job_id for t in query.squeue(ids).values() if t.state in query.LIVE}, key=int)
+        if not live:
+            console.print(f"nothing to cancel: none of the sweep's {len(ids)} job(s) is queued or running")
+            return 0
+        query.scancel(live)
+        console.print(f"cancelled {len(live)} job(s)/array(s): {' '.join(live)}", highlight=False)
+        return 0
 
 
 def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console: Console) -> int:

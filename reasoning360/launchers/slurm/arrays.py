@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from reasoning360.sweep.graph import ROLES, Plan
+from reasoning360 import stages
+from reasoning360.sweep.plan import Plan
 from reasoning360.launchers.slurm.resources import Resources
 
 CPU_KINDS = ("data", "traces")
@@ -94,15 +95,13 @@ def compress(ids: list[int]) -> str:
 def stage_roles(plan: Plan) -> tuple[dict[str, str], dict[str, int]]:
     """stage id -> role, and stage id -> owner index (first point that uses it). A stage with
     several roles (a k point's SFT that is also a distill baseline's teacher) takes the
-    earliest in ROLES, so arrays built in ROLES order always follow their upstream arrays."""
+    earliest in pipeline order, so arrays built in that order always follow their upstream arrays."""
+    order = {r: i for i, r in enumerate(stages.role_names())}
     role, owner = {}, {}
     for i, pp in enumerate(plan.points):
-        for r in ROLES:
-            sid = pp.stages.get(r)
-            if sid is None:
-                continue
+        for r, sid in pp.stages.items():
             owner.setdefault(sid, i)
-            if sid not in role or ROLES.index(r) < ROLES.index(role[sid]):
+            if sid not in role or order[r] < order[role[sid]]:
                 role[sid] = r
     return role, owner
 
@@ -127,7 +126,7 @@ def build(plan: Plan, submit: set[str], live: dict[str, str],
                 fanout[k] = fanout.get(k, 0) + 1
     arrays: list[Array] = []
     n_chunks = 1 + max((owner[s] for s in submit), default=0) // M
-    for role in ROLES:
+    for role in stages.role_names():
         sids = sorted((s for s in submit if role_of[s] == role), key=lambda s: owner[s])
         if not sids:
             continue

@@ -19,9 +19,6 @@ Signals (the preemption flow):
     so the runner records the attempt as interrupted, the `with RayCluster` block kills Ray
     by PID, and the job exits 143.
 Requeues are capped at `launcher.max_requeue` (SLURM_RESTART_COUNT).
-
-Test hook: R360_FAIL_ONCE=<file> whose content is a role, kind or stage-id prefix makes the
-first matching stage fail once (the file is consumed), to exercise failure handling.
 """
 
 from __future__ import annotations
@@ -82,28 +79,6 @@ class Signals:
             return
         self.terminated = True
         raise KeyboardInterrupt("SIGTERM")
-
-
-def _inject_failure(sid: str, role: str, kind: str) -> None:
-    path = os.environ.get("R360_FAIL_ONCE")
-    if not path or not os.path.exists(path):
-        return
-    try:
-        want = Path(path).read_text().strip()
-    except OSError:
-        return
-    if want not in (role, kind) and not sid.startswith(want):
-        return
-    try:
-        os.rename(path, path + ".used")       # exactly one job claims it
-    except OSError:
-        return
-    from reasoning360.sweep import runner
-
-    def failing(ctx):
-        raise RuntimeError(f"injected failure (R360_FAIL_ONCE={path}) in {role} {sid}")
-
-    runner.RUNNERS[kind] = failing
 
 
 def run_analysis(doc: dict) -> int:
@@ -182,7 +157,6 @@ def run_task(doc: dict, tid: int) -> int:
             return 143
         return 0
 
-    _inject_failure(sid, role, kind)
     t0 = time.time()
     try:
         if _wait_if_busy(store, sid):        # another job (another sweep sharing it) finished it
@@ -212,7 +186,8 @@ def run_task(doc: dict, tid: int) -> int:
 
 
 def _run(store, sid: str, sig: Signals) -> dict:
-    from reasoning360.sweep.runner import StageBusy, run_stage
+    from reasoning360.sweep.runner import run_stage
+    from reasoning360.sweep.store import StageBusy
 
     while True:
         try:
@@ -225,49 +200,13 @@ def _run(store, sid: str, sig: Signals) -> dict:
 def _wait_if_busy(store, sid: str, poll_s: float = 5.0) -> bool:
     """If another process holds the stage (a job of another sweep that shares this stage), wait
     until it lets go; True if the stage is then DONE."""
-    from reasoning360.launchers.slurm.status import _locked
-
     sd = store.stage(sid)
-    if not _locked(str(sd.path)):
+    if not sd.is_locked():
         return sd.is_done()
     _log(f"{sid} is being run by another job; waiting for it instead of running it twice")
-    while _locked(str(sd.path)):
+    while sd.is_locked():
         time.sleep(poll_s)
     return sd.is_done()
-
-
-class StageJob:
-    """One stage as a submitit job, for Python users of submitit:
-
-        ex = submitit.AutoExecutor(folder="logs"); ex.update_parameters(slurm_signal_delay_s=90, ...)
-        ex.submit(StageJob(store_root, stage_id))
-
-    It is Checkpointable in submitit's sense, but USR2 is handled as in the arrays: the handler
-    only asks the engine to checkpoint at its next step boundary, then the job requeues itself.
-    `checkpoint()` is what submitit calls if USR2 arrives before the stage started."""
-
-    def __init__(self, store: str, stage_id: str, *, ray: bool = False, preempt_grace_s: float = 60,
-                 max_requeue: int = 10):
-        self.doc = {"store": str(store), "sweep_dir": str(Path(store).parent), "tasks": {"0": stage_id},
-                    "role": "", "kind": "", "ray": ray, "preempt_grace_s": preempt_grace_s,
-                    "max_requeue": max_requeue}
-
-    def __call__(self) -> int:
-        from reasoning360.sweep.store import Store
-
-        spec, _ = Store(self.doc["store"]).load(self.doc["tasks"]["0"])
-        self.doc["role"] = self.doc["kind"] = spec["kind"]
-        rc = run_task(self.doc, 0)
-        if rc == 255:                     # requeued: leave like submitit's own handler does
-            sys.exit(-1)
-        if rc:
-            raise RuntimeError(f"stage {self.doc['tasks']['0']} failed (exit {rc}); see the job log")
-        return rc
-
-    def checkpoint(self, *args, **kwargs):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(self)
 
 
 def _hosts() -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from reasoning360.launchers.slurm.query import ClusterInfo
 
-KINDS = ("data", "traces", "distill", "sft", "rl", "eval", "analysis")
+ANALYSIS = "analysis"      # the sweep's analysis job (results.csv, r360 report): not a stage kind
 FIELDS = ("nodes", "gpus", "cpus", "mem_gb", "time_minutes", "partition", "constraint")
 PROFILE_KEYS = {"name", "partition", "cpu_partition", "account", "qos", "gpus_per_node", "gres",
                 "constraint", "cpus_per_gpu", "cpus_per_task", "mem_per_gpu_gb", "mem_gb",
@@ -64,6 +64,14 @@ class Resources:
         mem = "" if self.mem_gb is None else f" {self.mem_gb:g}G"
         gpu = f" {self.gpus}gpu" if self.gpus else ""
         return f"{self.nodes}x[{self.cpus}cpu{gpu}{mem}] {self.time_minutes}min @{self.partition}"
+
+
+def resource_keys() -> list[str]:
+    """What `launcher.resources` / `cluster.resources` may size: every stage kind's resource
+    class (reasoning360.stages) and the analysis job."""
+    from reasoning360 import stages
+
+    return sorted({k.resource_key for k in stages.kinds()} | {ANALYSIS})
 
 
 def _int(v: Any, key: str, minimum: int = 0, allow_none: bool = False) -> int | None:
@@ -109,8 +117,9 @@ def check_profile(c: dict[str, Any]) -> None:
         if not isinstance(res, dict):
             raise ResourceError(f"{where}.resources: expected a mapping kind -> resources")
         for kind, r in res.items():
-            if kind not in KINDS:
-                raise ResourceError(f"{where}.resources.{kind}: unknown stage kind (known: {', '.join(KINDS)})")
+            known = resource_keys()
+            if kind not in known:
+                raise ResourceError(f"{where}.resources.{kind}: unknown stage kind (known: {', '.join(known)})")
             for f in (r or {}):
                 if f not in FIELDS:
                     raise ResourceError(f"{where}.resources.{kind}.{f}: unknown field (known: {', '.join(FIELDS)})")

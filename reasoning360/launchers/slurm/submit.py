@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from reasoning360 import atomic
-from reasoning360.sweep.graph import ROLES, Plan
+from reasoning360 import stages
+from reasoning360.sweep.plan import Plan
 from reasoning360.sweep.store import Store
 from reasoning360.launchers.slurm import arrays as arrays_mod
 from reasoning360.launchers.slurm import resources, sbatch, query as slurm_query
@@ -40,22 +41,25 @@ def _launcher(c: dict) -> dict:
     return c.get("launcher") or {}
 
 
-def stage_needs_ray(c: dict, kind: str, runtime: dict, res: Resources, spec_engine: str | None) -> bool:
-    mode = str(_launcher(c).get("ray", "auto")).lower()
-    if mode in ("always", "true"):
-        return kind in ("sft", "rl", "eval")
-    if mode in ("never", "false"):
+def stage_needs_ray(c: dict, kind: str, spec: dict, runtime: dict, res: Resources) -> bool:
+    """launcher.ray: `always`, `never`, or `auto` — a Ray cluster when the job spans several
+    nodes or the stage's kind says it needs one (the engine decides: local GRPO with rollout
+    workers, verl's main_ppo)."""
+    mode = c["launcher"]["ray"]
+    if mode == "always":
+        return True
+    if mode == "never":
         return False
-    return kind in ("sft", "rl", "eval") and (
-        res.nodes > 1 or (kind == "rl" and int(runtime.get("rollout_workers") or 0) > 0)
-        or str(spec_engine or "").startswith("verl"))
+    return res.nodes > 1 or stages.get(kind).needs_ray(spec, runtime)
 
 
 def check_resources(c: dict, plan: Plan, need_slurm: bool) -> tuple[dict[str, Resources], Any]:
     """Resolve and check every stage kind's resources; (kind -> Resources, ClusterInfo|None)."""
     resources.check_profile(c)
-    kinds = sorted({s.kind for s in plan.stages.values()} | {"analysis"})
-    res = {k: resources.resolve(c, k) for k in kinds}
+    kinds = sorted({s.kind for s in plan.stages.values()})
+    res = {k: resources.resolve(c, stages.get(k).resource_key) for k in kinds}
+    res["analysis"] = resources.resolve(c, "analysis")
+    kinds.append("analysis")
     info = None
     if slurm_query.available():
         info = slurm_query.cluster_info()
@@ -67,7 +71,6 @@ def check_resources(c: dict, plan: Plan, need_slurm: bool) -> tuple[dict[str, Re
     return res, info
 
 
-MARKER = ".slurm-job"     # in a stage dir: "<jobid>_<task> <sweep dir>" of the job last submitted for it
 
 
 def queue_state(jobs: JobsFile, store: Store, candidates: set[str]
@@ -82,10 +85,9 @@ def queue_state(jobs: JobsFile, store: Store, candidates: set[str]
     refs = {sid: r[-1][0] for sid, r in jobs.stage_refs().items()}
     for sid in candidates:
         if sid not in refs:
-            try:
-                refs[sid] = (store.stage(sid).path / MARKER).read_text().split()[0]
-            except (OSError, IndexError):
-                pass
+            ref = store.stage(sid).job_ref()
+            if ref:
+                refs[sid] = ref
     ids = set(jobs.job_ids()) | {r.split("_")[0] for r in refs.values()}
     if not ids:
         return {}, [], {}
@@ -126,7 +128,7 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
         todo = {sid for sid in plan.stages if sid not in done and sid not in live}
         if only is not None:
             todo &= set(only)
-        runtimes = {sid: _runtime(store, plan, sid) for sid in todo}
+        specs = {sid: _record(store, plan, sid) for sid in todo}
 
         def resources_of(sid: str, kind: str) -> Resources:
             return res[kind]
@@ -138,7 +140,7 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
             print_plan(c, plan, arrs, res, done, live, console, max_arr)
             return 0
         if mode == "render":
-            out = render(c, plan, store, sweep_dir, arrs, res, live, runtimes)
+            out = render(c, plan, store, sweep_dir, arrs, res, live, specs)
             console.print(f"wrote {len(arrs)} sbatch file(s) and {out / 'submit.sh'}", highlight=False)
             return 0
         if not arrs:
@@ -151,7 +153,7 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
                    if j["job_id"] in q and q[j["job_id"]].state == "PENDING"]
         if cancel:
             slurm_query.scancel(cancel)
-        records, analysis, err = _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs)
+        records, analysis, err = _submit_all(c, plan, store, sweep_dir, arrs, res, live, specs, jobs)
         jobs.add(records, analysis, note=note)
     dt = time.perf_counter() - t0
     n_tasks = sum(len(a["tasks"]) for a in records)
@@ -186,29 +188,20 @@ def _sid_of(jobs: JobsFile, ref: str) -> str | None:
     return None
 
 
-def _runtime(store: Store, plan: Plan, sid: str) -> dict:
+def _record(store: Store, plan: Plan, sid: str) -> tuple[dict, dict]:
+    """(spec, runtime) of a stage: from the plan, or from the store for a plan read back from
+    plan.json (resubmit, render)."""
     st = plan.stages[sid]
-    if st.runtime:
-        return {**st.runtime, "_engine": st.spec.get("engine")}
-    doc = _load_spec(store, sid)     # a plan read back from disk (resubmit): the store has it
-    return {**(doc.get("runtime") or {}), "_engine": (doc.get("spec") or {}).get("engine")}
-
-
-def _load_spec(store: Store, sid: str) -> dict:
-    import yaml
-
-    try:
-        text = (store.stage(sid).path / "spec.yaml").read_text()
-    except OSError:
-        return {}
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    if st.spec:
+        return st.spec, st.runtime
+    rec = store.stage(sid).record()
+    return rec["spec"], rec.get("runtime") or {}
 
 
 def array_file_doc(c: dict, store: Store, sweep_dir: Path, arr: arrays_mod.Array,
-                   runtimes: dict[str, dict]) -> dict:
+                   specs: dict[str, tuple[dict, dict]]) -> dict:
     la = _launcher(c)
-    any_ray = any(stage_needs_ray(c, arr.kind, runtimes.get(s, {}), arr.resources,
-                                  runtimes.get(s, {}).get("_engine")) for s in arr.tasks.values())
+    any_ray = any(stage_needs_ray(c, arr.kind, *specs[s], arr.resources) for s in arr.tasks.values())
     return {"store": str(store.root), "sweep_dir": str(Path(sweep_dir).resolve()), "name": arr.name,
             "role": arr.role, "kind": arr.kind, "offset": arr.offset,
             "tasks": {str(t): s for t, s in sorted(arr.tasks.items())},
@@ -219,7 +212,7 @@ def array_file_doc(c: dict, store: Store, sweep_dir: Path, arr: arrays_mod.Array
             "network_interface": (c.get("cluster") or {}).get("network_interface")}
 
 
-def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
+def _submit_all(c, plan, store, sweep_dir, arrs, res, live, specs, jobs):
     folder = logs_dir(sweep_dir)
     adir = slurm_dir(sweep_dir) / "arrays"
     folder.mkdir(parents=True, exist_ok=True)
@@ -232,7 +225,7 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
     try:
         for arr in arrs:
             afile = adir / f"{seq:03d}-{arr.name}.json"
-            atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, runtimes))
+            atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, specs))
             command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
             p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
                               array=arr.array_spec, n_tasks=len(arr.tasks))
@@ -241,7 +234,7 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
             ids[arr.name] = jid
             for t, sid in arr.tasks.items():
                 try:
-                    (store.stage(sid).path / MARKER).write_text(f"{jid}_{t} {sweep_dir}\n")
+                    store.stage(sid).note_job(f"{jid}_{t}", sweep_dir)
                 except OSError:
                     pass
             records.append({"name": arr.name, "job_id": jid, "role": arr.role, "kind": arr.kind,
@@ -250,7 +243,7 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
                             "array": arr.array_spec, "dependency": dep, "sbatch": str(sfile),
                             "array_file": str(afile), "logs": str(folder),
                             "resources": arr.resources.describe(), "submitted": time.time(),
-                            "totals": _totals(plan, store, arr)})
+                            "totals": _totals(arr, specs)})
         after = list(ids.values()) + sorted({r.split("_")[0] for r in live.values()})
         afile = adir / f"{seq:03d}-analysis.json"
         atomic.write_json(afile, {"analysis": True, "store": str(store.root),
@@ -267,18 +260,12 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, runtimes, jobs):
     return records, analysis, err
 
 
-def _totals(plan: Plan, store: Store, arr: arrays_mod.Array) -> dict[str, int]:
-    """Total steps of the SFT/RL stages of an array (what `r360 status` shows as step/total)."""
-    from reasoning360.launchers.slurm.status import _spec_total
-
-    if arr.kind not in ("sft", "rl"):
-        return {}
+def _totals(arr: arrays_mod.Array, specs: dict[str, tuple[dict, dict]]) -> dict[str, int]:
+    """Total steps of the stages of an array (what `r360 status` shows as step/total)."""
+    kind = stages.get(arr.kind)
     out = {}
     for sid in arr.tasks.values():
-        spec = plan.stages[sid].spec
-        if len(spec) <= 4:          # a plan loaded from disk: the full spec is in the store
-            spec = _load_spec(store, sid).get("spec") or {}
-        total = _spec_total(spec)
+        total = kind.total_steps(specs[sid][0])
         if total is not None:
             out[sid] = int(total)
     return out
@@ -309,7 +296,7 @@ def print_plan(c, plan, arrs, res, done, live, console, max_arr) -> None:
     for col in ("stage", "unique", "done", "queued", "to submit"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     todo_all = {s for a in arrs for s in a.tasks.values()}
-    for r in ROLES:
+    for r in stages.role_names():
         sids = by_role.get(r, set())
         if sids:
             t.add_row(r, str(len(sids)), str(len(sids & done)), str(len(sids & set(live))),
@@ -362,7 +349,7 @@ def _short(s: str, n: int = 28) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def render(c, plan, store, sweep_dir, arrs, res, live, runtimes) -> Path:
+def render(c, plan, store, sweep_dir, arrs, res, live, specs) -> Path:
     """Write the sbatch files the launcher would submit now, and submit.sh that chains them."""
     out = slurm_dir(sweep_dir) / "render"
     adir = out / "arrays"
@@ -375,7 +362,7 @@ def render(c, plan, store, sweep_dir, arrs, res, live, runtimes) -> Path:
     ids = {}
     for i, arr in enumerate(arrs):
         afile = adir / f"{i:02d}-{arr.name}.json"
-        atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, runtimes))
+        atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, specs))
         command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
         p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
                           array=arr.array_spec, n_tasks=len(arr.tasks))

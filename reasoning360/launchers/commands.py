@@ -8,14 +8,15 @@ from any shell, long after `python sweep.py` returned.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
+from reasoning360 import stages
 from reasoning360.sweep import sweepdir
-from reasoning360.sweep.graph import ROLES
 
 
 def _sweep(name: str) -> Path:
@@ -38,7 +39,7 @@ def configure_status(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_status(args) -> int:
-    from reasoning360.launchers.slurm import status
+    from reasoning360.launchers import status
 
     console = Console()
     try:
@@ -65,7 +66,7 @@ def configure_watch(p: argparse.ArgumentParser) -> None:
 def cmd_watch(args) -> int:
     from rich.live import Live
 
-    from reasoning360.launchers.slurm import status
+    from reasoning360.launchers import status
 
     console = Console()
     try:
@@ -101,7 +102,7 @@ def cmd_watch(args) -> int:
 def configure_logs(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep directory or name")
     p.add_argument("point", help="grid point name (as in r360 status) or its index")
-    p.add_argument("--stage", choices=ROLES, default=None,
+    p.add_argument("--stage", choices=stages.role_names(), default=None,
                    help="stage role (default: the first that is not done, else the last)")
     p.add_argument("-n", "--lines", type=int, default=40, help="lines of log to show")
 
@@ -127,7 +128,7 @@ def cmd_logs(args) -> int:
                                         + (f" (did you mean {', '.join(close)}?)" if close else "")))
     role = args.stage
     if role is None:
-        roles = [r for r in ROLES if r in pp.stages]
+        roles = list(pp.stages)
         role = next((r for r in roles if not store.stage(pp.stages[r]).is_done()), roles[-1])
     if role not in pp.stages:
         return _err(console, ValueError(f"point {pp.name} has no {role} stage (it has: {', '.join(pp.stages)})"))
@@ -148,9 +149,8 @@ def cmd_logs(args) -> int:
             console.print("[dim](no log yet: the job has not started)[/]")
     else:
         console.print("[dim](no Slurm job recorded for this stage: a local run, or never submitted)[/]")
-        att = sd.path / "attempts.jsonl"
-        if att.exists():
-            print(att.read_text().rstrip())
+        for a in sd.attempts():
+            print(json.dumps(a, sort_keys=True))
     failure = sd.failure()
     if failure:
         console.print("[bold red]FAILED[/] (traceback written by the runner):", highlight=False)
@@ -168,32 +168,17 @@ def configure_cancel(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_cancel(args) -> int:
+    """The sweep's own launcher stops what it started (slurm: scancel its jobs; local: Ctrl-C
+    once to the process running it)."""
+    from reasoning360.launchers import get_launcher
+
     console = Console()
     try:
         sweep = _sweep(args.sweep)
+        _, _, c = sweepdir.load(sweep)
     except sweepdir.SweepDirError as e:
         return _err(console, e)
-    return cancel_sweep(sweep, console)
-
-
-def cancel_sweep(sweep: Path, console: Console) -> int:
-    """scancel every queued or running job of the sweep (one squeue, one scancel)."""
-    from reasoning360.launchers.slurm import query as slurm_query
-    from reasoning360.launchers.slurm.jobs import JobsFile
-
-    jobs = JobsFile(sweep)
-    ids = jobs.job_ids()
-    if not ids:
-        console.print("nothing to cancel: no Slurm job was submitted for this sweep")
-        return 0
-    q = slurm_query.squeue(ids)
-    live = sorted({t.array_job_id for t in q.values() if t.state in slurm_query.LIVE}, key=int)
-    if not live:
-        console.print(f"nothing to cancel: none of the sweep's {len(ids)} job(s) is queued or running")
-        return 0
-    slurm_query.scancel(live)
-    console.print(f"cancelled {len(live)} job(s)/array(s): {' '.join(live)}", highlight=False)
-    return 0
+    return get_launcher(c["launcher"]["name"]).cancel(sweep, console)
 
 
 # --------------------------------------------------------------------------- resubmit / render
@@ -203,7 +188,7 @@ def configure_resubmit(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", help="sweep directory or name")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--failed", action="store_true",
-                   help="failed, cancelled and preempted stages, and what depends on them")
+                   help="failed and interrupted stages, and what depends on them")
     g.add_argument("--all-missing", action="store_true", help="every stage that is neither DONE nor queued")
     p.add_argument("--dry-run", action="store_true", help="print the arrays, submit nothing")
 
@@ -228,7 +213,8 @@ def _with_slurm_defaults(c: dict) -> dict:
 
 
 def cmd_resubmit(args) -> int:
-    from reasoning360.launchers.slurm import status, submit
+    from reasoning360.launchers import status
+    from reasoning360.launchers.slurm import submit
 
     console = Console()
     try:
@@ -240,11 +226,8 @@ def cmd_resubmit(args) -> int:
     only = None
     if args.failed:
         snap = status.snapshot(sweep)
-        bad = {r.stage_id for r in snap.rows if r.state in ("failed", "cancelled", "preempted")}
-        stuck = {r.stage_id for r in snap.rows
-                 if r.state == "pending" and r.reason.startswith(submit.STUCK_REASONS)}
-        only = _downstream(plan, bad) | stuck
-        only = {s for s in only if not store.stage(s).is_done()}
+        bad = {r.stage_id for r in snap.rows if r.state in ("failed", "interrupted")}
+        only = {s for s in _downstream(plan, bad) if not store.stage(s).is_done()}
         if not only:
             console.print("nothing failed: no stage to resubmit")
             return 0
@@ -255,10 +238,7 @@ def cmd_resubmit(args) -> int:
 
 
 def _downstream(plan, roots: set[str]) -> set[str]:
-    rev: dict[str, set[str]] = {}
-    for sid, st in plan.stages.items():
-        for dep in st.deps.values():
-            rev.setdefault(dep, set()).add(sid)
+    rev = plan.children()
     out, stack = set(), list(roots)
     while stack:
         s = stack.pop()

@@ -1,0 +1,63 @@
+"""What a stage kind is: how it enters a point's plan, what it runs, how long it is, what it needs.
+
+A stage *kind* (data, traces, sft, rl, eval, ...) is one module in this package defining `KIND`,
+plus one line in reasoning360.stages.KINDS. The kind declares:
+
+    roles        the positions it takes in a point's pipeline, each with the roles it comes
+                 after and a spec builder `(point config, point, role -> stage id) -> spec | None`
+                 (None: the role is absent for this point, e.g. no SFT for cold start)
+    inputs       spec field -> the name the stage's code sees the upstream directory under
+                 (ctx.deps), e.g. {"data": "data", "init": "init"}
+    run          the stage's code: StageContext -> JSON-able summary (imported lazily)
+    total_steps  spec -> the steps its metrics.jsonl will reach (None: no step count)
+    needs_ray    (spec, runtime) -> whether its job must start a Ray cluster
+    resources    which `launcher.resources.<name>` entry sizes its Slurm jobs
+
+A spec holds exactly what determines the stage's output (upstream stage ids included), so its
+hash is the stage's id: points that need the same stage share one directory and one run.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    after: tuple[str, ...]
+    build: Callable[[dict[str, Any], Any, dict[str, str]], "dict[str, Any] | None"]
+
+
+def _no_steps(spec: dict[str, Any]) -> int | None:
+    return None
+
+
+def _no_ray(spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class StageKind:
+    name: str
+    roles: tuple[Role, ...]
+    inputs: dict[str, str]
+    run: str                                   # "module:function", imported when the stage runs
+    total_steps: Callable[[dict[str, Any]], int | None] = _no_steps
+    needs_ray: Callable[[dict[str, Any], dict[str, Any]], bool] = _no_ray
+    resources: str = ""                        # launcher.resources key; "" = the kind's name
+    doc: str = field(default="", compare=False)
+
+    @property
+    def resource_key(self) -> str:
+        return self.resources or self.name
+
+    def runner(self) -> Callable[..., dict[str, Any]]:
+        module, fn = self.run.split(":")
+        return getattr(importlib.import_module(module), fn)
+
+    def deps_of(self, spec: dict[str, Any]) -> dict[str, str]:
+        """ctx.deps name -> upstream stage id, for the inputs this spec names."""
+        return {role: spec[f] for f, role in self.inputs.items() if spec.get(f)}

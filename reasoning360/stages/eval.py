@@ -1,0 +1,40 @@
+"""The `eval` stage: a checkpoint (or the base model) answers the held-out split; every answer is
+scored by the task's verifier (items.parquet) and summarised. Two roles: `sft_eval` (before RL:
+the SFT model, or the base model for cold start) and `rl_eval` (after RL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Role, StageKind
+from .sft import engine_overrides
+
+
+def spec(c: dict[str, Any], data_id: str, checkpoint_id: str | None) -> dict[str, Any]:
+    """The model config is part of the spec even for a checkpoint (its architecture and tokenizer
+    settings say how to load it), so an engine never reads an upstream stage's spec."""
+    s = {"kind": "eval", "engine": c["engine"]["name"], "task": c["task"]["name"],
+         "data": data_id, "checkpoint": checkpoint_id, "model": c["model"], "eval": c["eval"],
+         "rollout_backend": c["rollout"]["backend"], **engine_overrides(c, "overrides")}
+    if checkpoint_id is None:      # the base model itself (cold start's "before RL"): seeded if random
+        s["seed"] = c["seed"]
+    return s
+
+
+def needs_ray(s: dict[str, Any], runtime: dict[str, Any]) -> bool:
+    from ..engines import get_engine
+
+    return get_engine(s["engine"]).needs_ray("eval", s, runtime)
+
+
+def run(ctx) -> dict[str, Any]:
+    from ..engines import get_engine
+
+    return get_engine(ctx.spec["engine"]).run_eval(ctx)
+
+
+KIND = StageKind(
+    name="eval", inputs={"data": "data", "checkpoint": "init"}, run="reasoning360.stages.eval:run",
+    needs_ray=needs_ray,
+    roles=(Role("sft_eval", ("data", "sft"), lambda c, p, ids: spec(c, ids["data"], ids.get("sft"))),
+           Role("rl_eval", ("data", "rl"), lambda c, p, ids: spec(c, ids["data"], ids["rl"]))))

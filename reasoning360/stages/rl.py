@@ -1,0 +1,38 @@
+"""The `rl` stage: GRPO by the configured engine, from the point's SFT model (or, for cold
+start, from the base model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Role, StageKind
+from .sft import engine_overrides
+
+
+def spec(c: dict[str, Any], data_id: str, init_id: str | None) -> dict[str, Any]:
+    return {"kind": "rl", "engine": c["engine"]["name"], "task": c["task"]["name"],
+            "data": data_id, "init": init_id, "model": c["model"], "rl": c["rl"],
+            "rollout_backend": c["rollout"]["backend"], "seed": c["seed"],
+            **engine_overrides(c, "overrides")}
+
+
+def total_steps(s: dict[str, Any]) -> int:
+    return int(s["rl"]["steps"])
+
+
+def needs_ray(s: dict[str, Any], runtime: dict[str, Any]) -> bool:
+    from ..engines import get_engine
+
+    return get_engine(s["engine"]).needs_ray("rl", s, runtime)
+
+
+def run(ctx) -> dict[str, Any]:
+    from ..engines import get_engine
+
+    return get_engine(ctx.spec["engine"]).run_grpo(ctx)
+
+
+KIND = StageKind(
+    name="rl", inputs={"data": "data", "init": "init"}, run="reasoning360.stages.rl:run",
+    total_steps=total_steps, needs_ray=needs_ray,
+    roles=(Role("rl", ("data", "sft"), lambda c, p, ids: spec(c, ids["data"], ids.get("sft"))),))
