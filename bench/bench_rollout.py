@@ -69,7 +69,7 @@ def bench_rollouts(model_cfg, data: Path, device, batches: list[int], max_new: i
     n = 8
     out: dict = {}
     t0 = time.perf_counter()
-    vllm = VLLMRollout(model, tok)
+    vllm = VLLMRollout(model, tok, cfg("rollout/builtin")["vllm"])
     out["vllm_startup_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(3):

@@ -23,7 +23,8 @@ def setup(args):
     --threads, --model (an HF dir; default the random tiny scale=cpu model) and --skip."""
     from reasoning360.engines.local.model import setup_runtime
 
-    runtime = {"device": "auto", "threads": args.threads, "show_progress": False}
+    runtime = {"device": "auto", "threads": args.threads, "rollout_workers": 0, "rollout_threads_per_worker": 1,
+               "rollout_vllm": cfg("rollout/builtin")["vllm"]}
     device = setup_runtime(runtime)
     model_cfg = cfg("model/tiny")
     if args.model is not None:

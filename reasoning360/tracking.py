@@ -42,7 +42,7 @@ class Tracker:
         atomic.write_jsonl(self.path, kept)      # drops rows past the checkpoint
         self._fh = open(self.path, "a")
         self._wandb = None
-        if wandb_cfg and wandb_cfg.get("wandb"):
+        if wandb_cfg is not None and wandb_cfg["wandb"]:     # configs/config.yaml `tracking:`
             self._wandb = _start_wandb(self.dir, wandb_cfg, run_name, group, config or {})
 
     def log(self, step: int, **metrics: Any) -> None:
@@ -117,12 +117,12 @@ def _plain(v: Any) -> Any:
 def _start_wandb(stage_dir: Path, cfg: dict, name: str, group: str, config: dict):
     import wandb
 
-    mode = cfg.get("wandb_mode", "offline")
+    mode = cfg["wandb_mode"]
     if mode == "online" and not os.environ.get("WANDB_API_KEY"):
         mode = "offline"
     # wandb >= 0.19 deprecates reinit=True for "finish_previous" (same meaning)
     version = tuple(int(x) for x in wandb.__version__.split(".")[:2] if x.isdigit())
     reinit = "finish_previous" if version >= (0, 19) else True
-    return wandb.init(project=cfg.get("wandb_project", "reasoning360"), name=name, group=group,
+    return wandb.init(project=cfg["wandb_project"], name=name, group=group,
                       config=config, dir=str(stage_dir), mode=mode, reinit=reinit,
                       id=stage_dir.name, resume="allow")

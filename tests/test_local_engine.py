@@ -27,9 +27,21 @@ from reasoning360.rollout.sampler import SamplingParams, generate, sequence_logp
 from reasoning360.engines.local.tokenizer import TAGS, build_char_tokenizer
 from reasoning360.tracking import Tracker, read_metrics
 
-MODEL = {"path": None, "arch": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 4,
-         "intermediate_size": 128, "max_seq_len": 256, "tokenizer": "char", "dtype": "float32"}
-RUNTIME = {"device": "cpu", "threads": 2, "show_progress": False}
+from compose import resolved
+
+CONFIG = resolved("model=tiny")         # the configs' own values: tests override, never invent
+MODEL = {**CONFIG["model"], "hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128,
+         "max_seq_len": 256}
+RUNTIME = {"device": "cpu", "threads": 2, "rollout_workers": 0, "rollout_threads_per_worker": 1}
+
+
+def rl_cfg(rollout: dict | None = None, **over) -> dict:
+    """configs/rl/grpo.yaml with the test's changes (validation off unless asked)."""
+    return {**CONFIG["rl"], "val_every": 0, **over, "rollout": {**CONFIG["rl"]["rollout"], **(rollout or {})}}
+
+
+def eval_cfg(**over) -> dict:
+    return {**CONFIG["eval"], **over}
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 
 
@@ -130,7 +142,7 @@ def make_ctx(stage_dir: Path, spec: dict, deps: dict, on_log=None) -> StageConte
 
 
 def sft_spec(**over) -> dict:
-    sft = {"lr": 1e-2, "batch_size": 32, "max_steps": 120, "warmup_ratio": 0.1, "schedule": "cosine",
+    sft = {**CONFIG["sft"], "lr": 1e-2, "batch_size": 32, "max_steps": 120, "warmup_ratio": 0.1, "schedule": "cosine",
            "weight_decay": 0.0, "grad_clip": 1.0, "save_every": 60, "max_len": 128}
     sft.update(over)
     return {"kind": "sft", "engine": "local", "task": "countdown", "traces": "t", "data": "d",
@@ -320,11 +332,11 @@ def test_sft_resume_after_kill_and_preempt(dataset, tmp_path):
 
 
 def test_grpo_runs_and_logs(sft_stage, dataset, tmp_path, stub_scorer):
-    rl = {"lr": 1e-4, "steps": 3, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1,
-          "clip_ratio": 0.2, "kl_coef": 0.01, "kl_type": "low_var_kl", "entropy_coef": 0.001,
-          "loss_agg_mode": "token-mean", "norm_adv_by_std": True, "grad_clip": 1.0, "warmup_steps": 0,
-          "save_every": 2, "val_every": 3, "val_size": 8, "recompute_old_logprobs": True,
-          "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48}}
+    rl = rl_cfg(lr=1e-4, steps=3, batch_size=4, mini_batch_size=2, ppo_epochs=1,
+                clip_ratio=0.2, kl_coef=0.01, kl_type="low_var_kl", entropy_coef=0.001,
+                loss_agg_mode="token-mean", norm_adv_by_std=True, grad_clip=1.0, warmup_steps=0,
+                save_every=2, val_every=3, val_size=8, recompute_old_logprobs=True,
+                rollout={"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48})
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
             "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 0}
     sd = tmp_path / "rl"
@@ -352,11 +364,11 @@ def test_grpo_skipping_zero_advantage_groups_is_exact(sft_stage, dataset, tmp_pa
     """With no KL and no entropy term a group with one reward for all n samples has no gradient;
     skipping its forward/backward must leave the update unchanged. A KL coefficient of 1e-12
     turns skipping off (its gradient at the reference is 0 and its size negligible)."""
-    rl = {"lr": 1e-3, "steps": 2, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1,
-          "clip_ratio": 0.2, "kl_coef": 0.0, "kl_type": "low_var_kl", "entropy_coef": 0.0,
-          "loss_agg_mode": "token-mean", "norm_adv_by_std": True, "grad_clip": 1.0, "warmup_steps": 0,
-          "save_every": 0, "val_every": 0, "recompute_old_logprobs": False,
-          "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48}}
+    rl = rl_cfg(lr=1e-3, steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=1,
+                clip_ratio=0.2, kl_coef=0.0, kl_type="low_var_kl", entropy_coef=0.0,
+                loss_agg_mode="token-mean", norm_adv_by_std=True, grad_clip=1.0, warmup_steps=0,
+                save_every=0, val_every=0, recompute_old_logprobs=False,
+                rollout={"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48})
     out = {}
     for name, kl in (("skip", 0.0), ("full", 1e-12)):
         spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
@@ -371,8 +383,8 @@ def test_grpo_skipping_zero_advantage_groups_is_exact(sft_stage, dataset, tmp_pa
 
 
 def test_grpo_cold_start_and_eval(dataset, tmp_path, stub_scorer):
-    rl = {"steps": 1, "batch_size": 2, "mini_batch_size": 2, "save_every": 0,
-          "rollout": {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8}}
+    rl = rl_cfg(steps=1, batch_size=2, mini_batch_size=2, save_every=0,
+                rollout={"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8})
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": None,
             "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 0}
     sd = tmp_path / "cold"
@@ -380,8 +392,8 @@ def test_grpo_cold_start_and_eval(dataset, tmp_path, stub_scorer):
     assert read_metrics(sd)[0]["response_length_mean"] <= 8
 
     ev = {"kind": "eval", "engine": "local", "task": "countdown", "data": "d", "checkpoint": "c",
-          "model": dict(MODEL), "eval": {"split": "test", "temperature": 0.0, "max_new_tokens": 16,
-                                         "batch_size": 10}}
+          "model": dict(MODEL), "eval": eval_cfg(split="test", temperature=0.0, max_new_tokens=16,
+                                                 batch_size=10), "rollout_backend": "builtin"}
     ed = tmp_path / "eval"
     summary = local.run_eval(make_ctx(ed, ev, {"data": dataset, "init": sd}))
     items = pd.read_parquet(ed / "items.parquet")
@@ -395,7 +407,8 @@ def test_grpo_cold_start_and_eval(dataset, tmp_path, stub_scorer):
 
 def test_eval_of_trained_model_scores(sft_stage, dataset, tmp_path, stub_scorer):
     ev = {"kind": "eval", "engine": "local", "task": "countdown", "data": "d", "checkpoint": "c",
-          "eval": {"split": "test", "temperature": 0.0, "max_new_tokens": 64, "batch_size": 256}}
+          "model": dict(MODEL), "rollout_backend": "builtin",
+          "eval": eval_cfg(split="test", temperature=0.0, max_new_tokens=64, batch_size=256)}
     summary = local.run_eval(make_ctx(tmp_path / "e", ev, {"data": dataset, "init": sft_stage}))
     assert summary["format_rate"] > 0.5
     items = pd.read_parquet(tmp_path / "e" / "items.parquet")
@@ -412,8 +425,8 @@ def test_fixture_matches_real_countdown_scorer(dataset):
 
 
 def test_grpo_preempt_resume_matches_uninterrupted(sft_stage, dataset, tmp_path, stub_scorer):
-    rl = {"lr": 1e-3, "steps": 4, "batch_size": 2, "mini_batch_size": 1, "save_every": 0,
-          "kl_coef": 0.02, "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 40}}
+    rl = rl_cfg(lr=1e-3, steps=4, batch_size=2, mini_batch_size=1, save_every=0,
+                kl_coef=0.02, rollout={"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 40})
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
             "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 3}
     deps = {"data": dataset, "init": sft_stage}

@@ -8,7 +8,7 @@ from reasoning360.sweep import grid, identity, main, sweepdir
 from reasoning360.sweep.plan import plan as make_plan
 from reasoning360.sweep.store import Store
 
-from compose import compose_cfg
+from compose import compose_cfg, fake_checkpoint
 
 
 def build(tmp_path, *overrides):
@@ -30,7 +30,7 @@ def test_backtrack_grid_has_four_k_points_and_cold_start(tmp_path):
 
 
 def test_overrides_reach_the_stage_specs(tmp_path):
-    _, plan, _, _ = build(tmp_path, "+grid=backtrack", "rl.rollout.n=4", "seed=1", "grid.seeds=[1]")
+    _, plan, _, _ = build(tmp_path, "+grid=backtrack", "rl.rollout.n=4", "grid.seeds=[1]")
     rl = plan.stages[plan.points[0].stages["rl"]]
     assert rl.spec["rl"]["rollout"]["n"] == 4 and rl.spec["seed"] == 1
 
@@ -92,10 +92,14 @@ def test_paper_scale_needs_a_model_path(tmp_path):
 
 def test_paper_scale_needs_a_gpu_when_run_locally(tmp_path):
     import torch
+
+    from reasoning360.launchers import LaunchError, get_launcher
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(grid.GridError, match="engine.device: cuda"):
-        build(tmp_path, "+grid=backtrack", "scale=paper", f"model.path={tmp_path}")
+    model = fake_checkpoint(tmp_path / "m")
+    c, plan, *_ = build(tmp_path, "+grid=backtrack", "scale=paper", f"model.path={model}")
+    with pytest.raises(LaunchError, match="engine.device: cuda"):
+        get_launcher("local").validate(c, plan)
 
 
 def test_k_beyond_the_search_space_is_refused(tmp_path):
@@ -170,8 +174,7 @@ def test_distill_baselines_plan_teacher_distill_and_split(tmp_path):
 
 
 def test_a_teacher_checkpoint_path_replaces_the_sweeps_own_model(tmp_path):
-    teacher = tmp_path / "teacher"
-    teacher.mkdir()
+    teacher = fake_checkpoint(tmp_path / "teacher")
     _, plan, _, _ = build(tmp_path, "+grid=baselines", "grid.backtracks=[]",
                           "grid.baselines=[long_cot_correct]", f"distill.teachers.long_cot.path={teacher}")
     (pp,) = plan.points
@@ -181,7 +184,8 @@ def test_a_teacher_checkpoint_path_replaces_the_sweeps_own_model(tmp_path):
 
 def test_paper_scale_asks_for_the_long_cot_teacher(tmp_path):
     with pytest.raises(grid.GridError, match=r"distill\.teachers\.long_cot: set path .*QwQ-32B"):
-        build(tmp_path, "+grid=baselines", "scale=paper", f"model.path={tmp_path}", "launcher=slurm")
+        build(tmp_path, "+grid=baselines", "scale=paper", f"model.path={fake_checkpoint(tmp_path / 'm')}",
+              "launcher=slurm")
 
 
 def test_local_concurrency_from_workers_and_threads(tmp_path, monkeypatch):

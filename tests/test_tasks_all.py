@@ -125,10 +125,11 @@ GRID_PATCH = ("configs/grid/{backtrack_all,smoke_all}.yaml need grid.py to read 
 @pytest.mark.skipif(not _grid_supports_task_k_values(), reason=GRID_PATCH)
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_backtrack_all_plans_every_task_with_its_own_k(scale, tmp_path):
-    from compose import compose_cfg
+    from compose import compose_cfg, fake_checkpoint
     from reasoning360.sweep import main
 
-    extra = ["scale=paper", f"model.path={tmp_path}", "launcher=slurm"] if scale == "paper" else []
+    extra = (["scale=paper", f"model.path={fake_checkpoint(tmp_path / 'm')}", "launcher=slurm"]
+             if scale == "paper" else [])
     c, plan, _, _ = main.build(compose_cfg(f"paths.root={tmp_path}", "+grid=backtrack_all", *extra))
     got = {}
     for pp in plan.points:
@@ -140,7 +141,7 @@ def test_backtrack_all_plans_every_task_with_its_own_k(scale, tmp_path):
 
 @pytest.mark.skipif(not _grid_supports_task_k_values(), reason=GRID_PATCH)
 def test_smoke_all_plans_one_point_per_task(tmp_path):
-    from compose import compose_cfg
+    from compose import compose_cfg, fake_checkpoint
     from reasoning360.sweep import main
 
     c, plan, _, _ = main.build(compose_cfg(f"paths.root={tmp_path}", "+grid=smoke_all"))

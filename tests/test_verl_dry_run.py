@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from compose import fake_checkpoint  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Plan against the generic GPU profile as on a login node without Slurm here (the local test
@@ -22,8 +24,7 @@ runpy.run_path("sweep.py", run_name="__main__")
 
 
 def test_dry_run_prints_verl_commands(tmp_path):
-    model = tmp_path / "Qwen2.5-3B-Instruct"
-    model.mkdir()
+    model = fake_checkpoint(tmp_path / "Qwen2.5-3B-Instruct")
     env = {**os.environ, "R360_ROOT": str(tmp_path / "root"), "COLUMNS": "400"}
     out = subprocess.run([sys.executable, "-c", SNIPPET, str(model)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)

@@ -53,11 +53,6 @@ def _our_keys() -> set[str]:
                 keys.add("seed")
             else:
                 keys.update(f"{section}.{k}" for k in _leaves(c[section]))
-    # keys the local engine accepts beyond the config files (its DEFAULTS)
-    from reasoning360.engines.local import grpo, sft
-
-    keys.update(f"rl.{k}" for k in _leaves(grpo.DEFAULTS))
-    keys.update(f"sft.{k}" for k in _leaves(sft.DEFAULTS))
     keys.update("eval." + k for k in ("split", "temperature", "max_new_tokens", "batch_size", "top_p"))
     return keys
 

@@ -17,16 +17,17 @@ import reasoning360.engines.local  # noqa: F401  (sets OMP_WAIT_POLICY before to
 import pytest
 import torch
 
+from compose import resolved
 from fixtures_smoke import smoke_sweep  # noqa: F401  (the built-in sampler's smoke sweep)
 from reasoning360.vllm.launch import NOT_IMPORTABLE, vllm_importable
 
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not vllm_importable(), reason=NOT_IMPORTABLE)]
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = {"arch": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128,
-         "max_seq_len": 256}
-# configs/rollout/builtin.yaml with backend=vllm and vLLM's own defaults
-VLLM_ROLLOUT = {"backend": "vllm", "workers": 0, "threads_per_worker": 1, "vllm": None}
+CONFIG = resolved("rollout.backend=vllm")   # the configs' own values: tests override, never invent
+MODEL = {"arch": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": None,
+         "intermediate_size": 128, "max_seq_len": 256}
+VLLM_ROLLOUT = CONFIG["rollout"]            # backend=vllm with configs/rollout's vLLM settings
 ATOL = 1e-3          # fp32 on both sides: observed gaps are ~1e-6
 # head_dim 32: vLLM's CPU attention has no kernels for head_dim 16 (4 heads of 64).
 
@@ -150,14 +151,16 @@ def test_grpo_logs_the_rollout_training_logprob_gap(tmp_path):
     from reasoning360.tracking import Tracker, read_metrics
 
     data = _data_dir(tmp_path)
-    rl = {"lr": 1e-3, "steps": 2, "batch_size": 4, "mini_batch_size": 4, "save_every": 0, "val_every": 0,
-          "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24}}
+    rl = {**CONFIG["rl"], "lr": 1e-3, "steps": 2, "batch_size": 4, "mini_batch_size": 4, "save_every": 0,
+          "val_every": 0, "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24}}
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": None,
             "model": {**MODEL, "path": None, "tokenizer": "char", "dtype": "float32"}, "rl": rl,
             "rollout_backend": "vllm", "seed": 0}
     sd = tmp_path / "rl"
     sd.mkdir()
-    ctx = StageContext(stage_dir=sd, spec=spec, runtime={"device": "cpu", "threads": 2}, deps={"data": data},
+    runtime = {"device": "cpu", "threads": 2, "rollout_workers": 0, "rollout_threads_per_worker": 1,
+               "rollout_vllm": VLLM_ROLLOUT["vllm"]}
+    ctx = StageContext(stage_dir=sd, spec=spec, runtime=runtime, deps={"data": data},
                        make_tracker=lambda step: Tracker(sd, resume_step=step), show_progress=False)
     run_grpo(ctx)
     rows = [r for r in read_metrics(sd) if r["step"] >= 1]

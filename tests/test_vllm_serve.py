@@ -32,7 +32,7 @@ def _tiny_checkpoint(path: Path, dtype: str = "float32") -> Path:
     from reasoning360.engines.local.tokenizer import build_char_tokenizer
 
     tok = build_char_tokenizer()
-    model = build_model({"arch": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 2,
+    model = build_model({"arch": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 2, "num_kv_heads": None,
                          "intermediate_size": 128, "max_seq_len": 512}, tok, 0)
     path.mkdir(parents=True)
     save_hf(model.to(getattr(torch, dtype)), tok, path)

@@ -20,8 +20,8 @@ default engine-core process the tensors travel over vLLM's msgpack/ZMQ channel (
 fine for the tiny and small models; at multi-GB scale on GPUs use verl (NCCL weight sync).
 
 Process layout: by default vLLM's engine core runs in its own process (V1 multiprocessing),
-which leaves the trainer's torch threads alone. `R360_VLLM_INPROCESS=1` (or cfg
-`inprocess: true`) runs it in the trainer's process instead (VLLM_ENABLE_V1_MULTIPROCESSING=0,
+which leaves the trainer's torch threads alone. `R360_VLLM_INPROCESS=1` (or
+`rollout.vllm.inprocess=true`) runs it in the trainer's process instead (VLLM_ENABLE_V1_MULTIPROCESSING=0,
 executor `uni`): no serialisation, but vLLM's CPU worker pins its OpenMP threads and disables
 `torch.set_num_threads` for the whole process; we restore the trainer's thread count after
 start-up.
@@ -56,41 +56,40 @@ class VLLMRollout:
     # and their gap to the trainer's is logged).
     recompute_old_logprobs = True
 
-    def __init__(self, model, tokenizer, settings: dict[str, Any] | None = None):
+    def __init__(self, model, tokenizer, settings: dict[str, Any]):
         import torch
 
-        cfg = dict(settings or {})
+        cfg = settings          # configs/rollout `vllm:` (null values: vLLM's own default for the device)
         self.tokenizer = tokenizer
         from .sampler import stop_token_ids
 
         self.stop_ids = sorted(stop_token_ids(model, tokenizer))
         param = next(model.parameters())
-        self.device = resolve_device(cfg.get("device") or ("cuda" if param.is_cuda else "cpu"))
-        self.inprocess = _truthy(cfg.get("inprocess", os.environ.get("R360_VLLM_INPROCESS", "0")))
+        self.device = resolve_device("cuda" if param.is_cuda else "cpu")
+        self.inprocess = bool(cfg["inprocess"]) or _truthy(os.environ.get("R360_VLLM_INPROCESS", "0"))
         self.dir = tempfile.mkdtemp(prefix="r360-vllm-")
         cfgm = model.config
         cfgm.save_pretrained(self.dir)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(self.dir)
         tokenizer.save_pretrained(self.dir)
-        dtype = cfg.get("dtype") or {torch.float32: "float32", torch.bfloat16: "bfloat16",
-                                     torch.float16: "float16"}.get(param.dtype, "auto")
-        kw = engine_kwargs(self.dir, self.device, dtype=dtype, max_model_len=cfg.get("max_model_len"),
-                           enforce_eager=cfg.get("enforce_eager"), seed=int(cfg.get("seed", 0)),
-                           gpu_memory_utilization=cfg.get("gpu_memory_utilization"),
-                           max_num_seqs=cfg.get("max_num_seqs"), load_format="dummy",
+        dtype = cfg["dtype"] or {torch.float32: "float32", torch.bfloat16: "bfloat16",
+                                 torch.float16: "float16"}.get(param.dtype, "auto")
+        kw = engine_kwargs(self.dir, self.device, dtype=dtype, max_model_len=cfg["max_model_len"],
+                           enforce_eager=cfg["enforce_eager"], seed=0,   # every request carries its own seed
+                           gpu_memory_utilization=cfg["gpu_memory_utilization"],
+                           max_num_seqs=cfg["max_num_seqs"], load_format="dummy",
                            inprocess=self.inprocess)
         kw["worker_extension_cls"] = "reasoning360.vllm.worker.WorkerExtension"
-        env = engine_env(self.device, cfg.get("kv_cache_gb"), inprocess=self.inprocess)
+        env = engine_env(self.device, cfg["kv_cache_gb"], inprocess=self.inprocess)
         if self.device == "cpu":
             # The trainer waits while vLLM generates, so vLLM may use all of its cores: no
             # pinning (vLLM's `auto` keeps a core for its front-end process: half the machine
             # on 2 cores, ~2x slower rollouts here) and the trainer's thread count.
-            bind = cfg.get("omp_threads_bind") or os.environ.get("VLLM_CPU_OMP_THREADS_BIND") or "nobind"
-            env["VLLM_CPU_OMP_THREADS_BIND"] = str(bind)
+            bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+            env["VLLM_CPU_OMP_THREADS_BIND"] = bind
             if bind == "nobind":
-                env["OMP_NUM_THREADS"] = str(int(cfg.get("threads") or os.environ.get("OMP_NUM_THREADS")
-                                                 or torch.get_num_threads()))
+                env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
         os.environ.update(env)
         if self.inprocess != (env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"):   # the user's env wins
             self.inprocess = not self.inprocess

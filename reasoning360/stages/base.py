@@ -9,6 +9,8 @@ plus one line in reasoning360.stages.KINDS. The kind declares:
     inputs       spec field -> the name the stage's code sees the upstream directory under
                  (ctx.deps), e.g. {"data": "data", "init": "init"}
     run          the stage's code: StageContext -> JSON-able summary (imported lazily)
+    runtime      point config -> the runtime knobs its stages read (how they run, not what they
+                 produce: recorded beside the spec, not hashed); every kind gets `tracking`
     total_steps  spec -> the steps its metrics.jsonl will reach (None: no step count)
     needs_ray    (spec, runtime) -> whether its job must start a Ray cluster
     resources    which `launcher.resources.<name>` entry sizes its Slurm jobs
@@ -31,6 +33,26 @@ class Role:
     build: Callable[[dict[str, Any], Any, dict[str, str]], "dict[str, Any] | None"]
 
 
+def base_runtime(c: dict[str, Any]) -> dict[str, Any]:
+    return {"tracking": c["tracking"]}
+
+
+def engine_runtime(c: dict[str, Any]) -> dict[str, Any]:
+    """What an engine stage (sft, rl, eval) needs to run: device and threads, and the verl
+    engine's own settings for verl stages."""
+    e = c["engine"]
+    return {**base_runtime(c), "device": e["device"], "threads": e["threads"],
+            **({"engine": {"name": e["name"], "verl": e["verl"]}} if "verl" in e else {})}
+
+
+def rollout_runtime(c: dict[str, Any]) -> dict[str, Any]:
+    """How rollouts are generated (configs/rollout): Ray workers, and vLLM's engine settings
+    when the backend is vLLM."""
+    r = c["rollout"]
+    return {"rollout_workers": r["workers"], "rollout_threads_per_worker": r["threads_per_worker"],
+            **({"rollout_vllm": r["vllm"]} if r["backend"] == "vllm" else {})}
+
+
 def _no_steps(spec: dict[str, Any]) -> int | None:
     return None
 
@@ -47,6 +69,7 @@ class StageKind:
     run: str                                   # "module:function", imported when the stage runs
     total_steps: Callable[[dict[str, Any]], int | None] = _no_steps
     needs_ray: Callable[[dict[str, Any], dict[str, Any]], bool] = _no_ray
+    runtime: Callable[[dict[str, Any]], dict[str, Any]] = base_runtime
     resources: str = ""                        # launcher.resources key; "" = the kind's name
     doc: str = field(default="", compare=False)
 

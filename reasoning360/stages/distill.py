@@ -24,7 +24,7 @@ from typing import Any
 
 from reasoning360.tasks.distill import Client, distill_rows, input_path, render
 
-from .base import Role, StageKind
+from .base import Role, StageKind, engine_runtime
 
 PROMPT_ROOM = 4096      # tokens a served teacher keeps for the prompt beyond the longest answer
 
@@ -65,9 +65,19 @@ def spec(c: dict[str, Any], data_id: str, teacher_id: str | None, t: dict[str, A
             "teacher_path": None if teacher_id else str(Path(str(t["path"])).expanduser().resolve()),
             "source": t["source"], "problems": d["problems"], "backend": d["backend"],
             "batch_size": d["batch_size"],
+            "teacher_model": c["model"] if teacher_id else {**c["model"], "path": str(t["path"]),
+                                                             "arch": "from_path", "tokenizer": "path"},
             "sampling": {"n": d["n"], "temperature": d["temperature"], "top_p": d["top_p"],
                          "max_new_tokens": t["max_new_tokens"], "rejection": d["rejection"]},
             "seed": c["data"]["seed"]}
+
+
+def runtime(c: dict[str, Any]) -> dict[str, Any]:
+    """How the teacher is run: where (device, threads) and, for a served teacher, the server's
+    settings (concurrency, GPUs, start-up timeout, extra vLLM flags)."""
+    d = c["distill"]
+    return {**engine_runtime(c), "distill": {k: d[k] for k in ("concurrency", "tensor_parallel_size",
+                                                                "server_timeout_s", "vllm_args")}}
 
 
 def build(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any] | None:
@@ -90,19 +100,18 @@ def settings_of(spec: dict[str, Any]) -> argparse.Namespace:
     return argparse.Namespace(n=int(s["n"]), max_tokens=int(s["max_new_tokens"]),
                               temperature=float(s["temperature"]), top_p=float(s["top_p"]),
                               rejection=bool(s["rejection"]), batch_size=int(spec["batch_size"]),
-                              seed=int(spec.get("seed", 0)), quiet=True)
+                              seed=int(spec["seed"]), quiet=True)
 
 
 class LocalSampler:
     """The local engine's batched KV-cache sampler on the teacher, one generate call per batch."""
 
-    def __init__(self, model_dir: Path, runtime: dict[str, Any]):
+    def __init__(self, spec: dict[str, Any], deps: dict[str, Path], runtime: dict[str, Any]):
         from reasoning360.engines.local import data as D
         from reasoning360.engines.local.model import load_policy, setup_runtime
 
         self.device = setup_runtime(runtime)
-        self.model, self.tok = load_policy({}, model_dir.parent, 0, self.device) if model_dir.name == "model" \
-            else load_policy({"path": str(model_dir), "tokenizer": "path"}, None, 0, self.device)
+        self.model, self.tok = load_policy(spec["teacher_model"], deps.get("teacher"), 0, self.device)
         self.D, self.tokenizer = D, self.tok       # prompts are rendered with it (run_distill)
 
     def sample_batch(self, requests, prompts, rows, a) -> list[list[tuple[str, str]]]:
@@ -130,7 +139,7 @@ class ServedTeacher:
     def __init__(self, model_dir: Path, stage_dir: Path, runtime: dict[str, Any], max_new_tokens: int):
         from reasoning360.vllm.launch import checkpoint_config, wait_until_serving
 
-        d = runtime.get("distill") or {}
+        d = runtime["distill"]
         port = _free_port()
         # Room for the prompt and the longest answer (r360 serve's default caps at 8192), within
         # what the model supports.
@@ -140,21 +149,21 @@ class ServedTeacher:
             max_len = min(max_len, mpe)
         argv = [sys.executable, "-m", "reasoning360.cli", "serve", str(model_dir), "--port", str(port),
                 "--served-model-name", "teacher", "--max-model-len", str(max_len),
-                "--tensor-parallel-size", str(int(d.get("tensor_parallel_size") or 1))]
-        if runtime.get("device") not in (None, "auto"):
+                "--tensor-parallel-size", str(int(d["tensor_parallel_size"]))]
+        if runtime["device"] != "auto":
             argv += ["--device", str(runtime["device"])]
-        if d.get("vllm_args"):
+        if d["vllm_args"]:
             argv += ["--vllm-args", str(d["vllm_args"])]
         self.log = open(stage_dir / "server.log", "ab")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}/v1"
-        if not wait_until_serving(url, self.proc, float(d.get("server_timeout_s") or 900)):
+        if not wait_until_serving(url, self.proc, float(d["server_timeout_s"])):
             self.close()
             tail = (stage_dir / "server.log").read_text(errors="replace")[-1500:]
             raise RuntimeError(f"the teacher's vLLM server did not come up (see {stage_dir / 'server.log'}):\n{tail}")
         self.tokenizer = _tokenizer(model_dir)
         self.client = Client(url, "teacher", "EMPTY", timeout=600.0, retries=3, endpoint="completions",
-                             concurrency=int(d.get("concurrency") or 8))
+                             concurrency=int(d["concurrency"]))
 
     def sample_batch(self, requests, prompts, rows, a):
         return self.client.sample_batch(requests, prompts, rows, a)
@@ -184,7 +193,7 @@ def run_distill(ctx) -> dict[str, Any]:
 
     spec = ctx.spec
     teacher = teacher_dir(spec, ctx.deps)
-    src = input_path(str(ctx.deps["data"]), spec.get("problems") or "sft")
+    src = input_path(str(ctx.deps["data"]), spec["problems"])
     rows = load_rows(src)
     if not rows:
         raise ValueError(f"distill: {src} has no problems (data.sft_size is 0?)")
@@ -192,10 +201,10 @@ def run_distill(ctx) -> dict[str, Any]:
     if spec["backend"] == "vllm":
         sampler = ServedTeacher(teacher, ctx.stage_dir, ctx.runtime, a.max_tokens)
     else:
-        sampler = LocalSampler(teacher, ctx.runtime)
+        sampler = LocalSampler(spec, ctx.deps, ctx.runtime)
     try:
         prompts = [render(r["prompt"], sampler.tokenizer) for r in rows]
-        with progress_bar(f"distill {spec['task']} {spec.get('source', '')}", len(rows),
+        with progress_bar(f"distill {spec['task']} {spec['source']}", len(rows),
                           enabled=ctx.show_progress) as bar:
             seen = [0]
 
@@ -225,4 +234,5 @@ def _tokenizer(model_dir: Path):
 
 KIND = StageKind(
     name="distill", inputs={"data": "data", "teacher": "teacher"}, run="reasoning360.stages.distill:run_distill",
+    runtime=runtime,
     roles=(Role("distill", ("data", "teacher"), build),))

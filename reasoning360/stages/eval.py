@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Role, StageKind
+from .base import Role, StageKind, engine_runtime, rollout_runtime
 from .sft import engine_overrides
 
 
@@ -35,6 +35,6 @@ def run(ctx) -> dict[str, Any]:
 
 KIND = StageKind(
     name="eval", inputs={"data": "data", "checkpoint": "init"}, run="reasoning360.stages.eval:run",
-    needs_ray=needs_ray,
+    needs_ray=needs_ray, runtime=lambda c: {**engine_runtime(c), **rollout_runtime(c)},
     roles=(Role("sft_eval", ("data", "sft"), lambda c, p, ids: spec(c, ids["data"], ids.get("sft"))),
            Role("rl_eval", ("data", "rl"), lambda c, p, ids: spec(c, ids["data"], ids["rl"]))))

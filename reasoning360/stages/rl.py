@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Role, StageKind
+from .base import Role, StageKind, engine_runtime, rollout_runtime
 from .sft import engine_overrides
 
 
@@ -35,4 +35,5 @@ def run(ctx) -> dict[str, Any]:
 KIND = StageKind(
     name="rl", inputs={"data": "data", "init": "init"}, run="reasoning360.stages.rl:run",
     total_steps=total_steps, needs_ray=needs_ray,
+    runtime=lambda c: {**engine_runtime(c), **rollout_runtime(c)},
     roles=(Role("rl", ("data", "sft"), lambda c, p, ids: spec(c, ids["data"], ids.get("sft"))),))

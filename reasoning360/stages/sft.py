@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Role, StageKind
+from .base import Role, StageKind, engine_runtime
 from .distill import DISTILL_BASELINES, teacher_k, teacher_of
 
 
@@ -57,5 +57,5 @@ def run(ctx) -> dict[str, Any]:
 
 KIND = StageKind(
     name="sft", inputs={"traces": "traces", "data": "data", "init": "init"}, run="reasoning360.stages.sft:run",
-    total_steps=total_steps, needs_ray=needs_ray,
+    total_steps=total_steps, needs_ray=needs_ray, runtime=engine_runtime,
     roles=(Role("teacher", ("traces",), build_teacher), Role("sft", ("traces", "distill"), build_sft)))

@@ -56,7 +56,6 @@ def plan(points: Iterable[Point], sweep_name: str = "") -> Plan:
     pipeline = stages.roles()
     for p in points:
         c = p.cfg
-        rt = runtime_of(c, p, sweep_name)
         ids: dict[str, str] = {}
         for role, kind_name in pipeline:
             spec = role.build(c, p, ids)
@@ -64,18 +63,10 @@ def plan(points: Iterable[Point], sweep_name: str = "") -> Plan:
                 continue
             sid = stage_id(spec)
             if sid not in unique:
-                unique[sid] = Stage(sid, kind_name, spec, rt, stages.get(kind_name).deps_of(spec))
+                kind = stages.get(kind_name)
+                rt = {**kind.runtime(c), "run_name": p.name, "group": sweep_name}
+                unique[sid] = Stage(sid, kind_name, spec, rt, kind.deps_of(spec))
             unique[sid].points.append(p.name)
             ids[role.name] = sid
         plans.append(PointPlan(p, ids))
     return Plan(plans, unique)
-
-
-def runtime_of(c: dict, p: Point, sweep_name: str) -> dict:
-    """Knobs that change how a stage runs, not what it produces (not hashed)."""
-    return {"device": c["engine"]["device"], "threads": c["engine"]["threads"],
-            "rollout_workers": c["rollout"]["workers"],
-            "rollout_threads_per_worker": c["rollout"]["threads_per_worker"],
-            "rollout_vllm": c["rollout"]["vllm"], "tracking": c["tracking"],
-            "distill": c["distill"], "engine": c["engine"],
-            "run_name": p.name, "group": sweep_name}

@@ -42,13 +42,13 @@ def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
         if not store.stage(dep).is_done():
             raise DependencyMissing(f"{stage_id}: upstream stage {dep} is not done")
         deps[role] = store.stage(dep).path
-    run_name, group = runtime.get("run_name", stage_id), runtime.get("group", "")
+    run_name, group = runtime["run_name"], runtime["group"]
     label = spec["kind"]
     if label == "eval":   # name evals by what they evaluate: eval-sft, eval-rl, eval-base
         label = "eval-" + (spec["checkpoint"].split("-")[0] if spec.get("checkpoint") else "base")
 
     def make_tracker(resume_step: int) -> Tracker:
-        return Tracker(sd.path, resume_step=resume_step, wandb_cfg=runtime.get("tracking"),
+        return Tracker(sd.path, resume_step=resume_step, wandb_cfg=runtime["tracking"],
                        run_name=f"{run_name}/{label}", group=group,
                        config={"spec": spec, "stage_id": stage_id})
 

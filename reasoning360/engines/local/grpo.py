@@ -1,47 +1,49 @@
 """GRPO with verl's semantics on the local engine.
 
-Per step: `batch_size` prompts (a seeded order over train.parquet), `n` samples each through
-the RolloutEngine (old log-probs come back with the tokens), exact 0/0.1/1 rewards from
-reasoning360.tasks, group-normalised advantages, then `ppo_epochs` passes of mini-batches of
-`mini_batch_size` prompts with verl's clipped loss (+ KL to the frozen initial policy, - entropy
-bonus). Keys mean what they mean in verl (data.train_batch_size, actor.ppo_mini_batch_size,
-clip_ratio, kl_loss_coef/kl_loss_type, entropy_coeff, loss_agg_mode, norm_adv_by_std_in_grpo).
+`GRPOTrainer.fit()` reads as the algorithm, one named phase per step (as verl's RayPPOTrainer):
 
-Everything random is a function of (seed, step), so a resumed run repeats the steps an
-uninterrupted run would have taken.
+    generate     `batch_size` prompts (a seeded order over train.parquet), `n` samples each
+                 through the rollout engine (reasoning360.rollout; old log-probs come back with
+                 the tokens)
+    score        exact 0 / 0.1 / 1 rewards from reasoning360.tasks, backtracks counted
+    advantages   group-normalised outcome advantages (verl's compute_grpo_outcome_advantage)
+    logprobs     old log-probs recomputed by the trainer where the rollout's differ (bf16,
+                 vLLM), and the frozen reference's when there is a KL term
+    update       `ppo_epochs` passes of mini-batches of `mini_batch_size` prompts with verl's
+                 clipped loss (+ KL to the reference, - entropy bonus), one optimiser step each
+    sync         the new weights to the rollout engine
+    metrics      one metrics.jsonl row (and validation every `val_every` steps)
+
+Keys mean what they mean in verl (data.train_batch_size, actor.ppo_mini_batch_size, clip_ratio,
+kl_loss_coef/kl_loss_type, entropy_coeff, loss_agg_mode, norm_adv_by_std_in_grpo). Everything
+random is a function of (seed, step), so a resumed run repeats the steps an uninterrupted run
+would have taken. The rollout engine is released in a `finally`, whatever happens.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from ...progress import progress_bar
+from ...rollout import SamplingParams, make_rollout_engine
 from ..context import Preempted, StageContext
 from . import checkpoint as ckpt
 from . import data as D
 from .evaluate import evaluate_rows
 from .losses import actor_loss, compute_grpo_outcome_advantage, entropy_from_logits
 from .model import load_policy, load_reference, num_params, setup_runtime
-from ...rollout import SamplingParams, make_rollout_engine
-from .sft import make_optimizer, show_progress
-
-DEFAULTS = {"lr": 1e-4, "steps": 60, "batch_size": 32, "mini_batch_size": 32, "ppo_epochs": 1,
-            "clip_ratio": 0.2, "clip_ratio_low": None, "clip_ratio_high": None, "clip_ratio_c": 3.0,
-            "kl_coef": 0.0, "kl_type": "low_var_kl", "entropy_coef": 0.0, "loss_agg_mode": "token-mean",
-            "norm_adv_by_std": True, "grad_clip": 1.0, "warmup_steps": 0, "save_every": 20,
-            "weight_decay": 0.0, "micro_batch_size": None, "val_every": 0, "val_size": 0,
-            "keep_checkpoints": 1, "betas": [0.9, 0.999], "recompute_old_logprobs": "auto",
-            "rollout": {"n": 8, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 192}}
+from .sft import clip_norm, make_optimizer, show_progress
 
 
 def _constant_with_warmup(optimizer, warmup: int):
     from transformers import get_constant_schedule_with_warmup
 
-    return get_constant_schedule_with_warmup(optimizer, int(warmup or 0))
+    return get_constant_schedule_with_warmup(optimizer, int(warmup))
 
 
 def _step_seed(seed: int, step: int, salt: int = 0) -> int:
@@ -128,195 +130,255 @@ def no_grad_logprobs(model, b: dict, micro: int, temperature: float) -> torch.Te
     return out
 
 
-def run_grpo(ctx: StageContext) -> dict[str, Any]:
-    spec = ctx.spec
-    cfg = {**DEFAULTS, **(spec.get("rl") or {})}
-    rcfg = {**DEFAULTS["rollout"], **(cfg.get("rollout") or {})}
-    seed = int(spec.get("seed", 0))
-    device = setup_runtime(ctx.runtime)
-    torch.manual_seed(seed)
-    model, tok = load_policy(spec["model"], ctx.deps.get("init"), seed, device)
-    kl_coef, ent_coef = float(cfg["kl_coef"] or 0.0), float(cfg["entropy_coef"] or 0.0)
-    ref = load_reference(model, device) if kl_coef > 0 else None      # the initial policy
+@dataclass
+class Rollouts:
+    """One step's samples and everything computed from them."""
+    idx: list[int]                               # prompt indices into train.parquet
+    comps: list                                  # flat: prompt-major, n samples each
+    batch: dict[str, torch.Tensor] = field(default_factory=dict)
+    rewards: torch.Tensor | None = None
+    backtracks: list[int] = field(default_factory=list)
+    adv: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+    gap: dict[str, float] = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
 
-    train = D.read_rows(D.split_path(ctx.deps["data"], "train"))
-    prompts = [D.encode_prompt(tok, D.render_prompt(tok, r["prompt"])) for r in train]
-    val_every = int(cfg.get("val_every") or 0)
-    val_rows = []
-    if val_every:
-        val_rows = D.read_rows(D.split_path(ctx.deps["data"], "val"))
-        if int(cfg.get("val_size") or 0) > 0:
-            val_rows = val_rows[: int(cfg["val_size"])]
 
-    bs, mini = int(cfg["batch_size"]), int(cfg["mini_batch_size"] or cfg["batch_size"])
-    if bs % mini:
-        raise ValueError(f"rl.batch_size={bs} must be a multiple of rl.mini_batch_size={mini}")
-    n, steps, temp = int(rcfg["n"]), int(cfg["steps"]), float(rcfg["temperature"])
-    # Sequences per forward pass. Rows are sorted by length before splitting, so a micro-batch
-    # pads little; the loss is normalised over the whole mini-batch, so the gradient does not
-    # depend on this (only speed and memory do).
-    micro = int(cfg.get("micro_batch_size") or 0) * n or 64
-    # A sequence whose group got one reward for all n samples has advantage 0: with no KL and no
-    # entropy term its loss and gradient are exactly 0, and the loss is normalised over the whole
-    # mini-batch, so skipping its forward/backward changes nothing but the time (cold start on a
-    # from-scratch model skips them all; the loss metrics then cover the sequences trained on).
-    skip_zero_adv = not kl_coef and not ent_coef
-    order = D.PromptOrder(len(train), bs, seed)
-    opt = make_optimizer(model, cfg)
-    sched = _constant_with_warmup(opt, int(cfg.get("warmup_steps") or 0))
-    rt = ctx.runtime or {}
-    rollout = make_rollout_engine({"backend": spec.get("rollout_backend") or "builtin",
-                                   "workers": rt.get("rollout_workers", 0), "vllm": rt.get("rollout_vllm"),
-                                   "threads_per_worker": rt.get("rollout_threads_per_worker", 1)},
-                                  model, tok)
-    score, count_backtracks = D.task_fns()
-    # Rollout log-probs equal an actor forward pass in fp32 (to ~1e-6), so the extra forward is
-    # skipped there; in bf16/fp16 they differ by rounding and verl's recompute is used.
-    recompute_old = cfg.get("recompute_old_logprobs", "auto")
-    if recompute_old == "auto":     # (and always for engines that say so: vLLM)
-        recompute_old = (next(model.parameters()).dtype != torch.float32
-                         or bool(getattr(rollout, "recompute_old_logprobs", False)))
+class GRPOTrainer:
+    def __init__(self, ctx: StageContext):
+        spec = ctx.spec
+        self.ctx, self.cfg, self.rcfg = ctx, spec["rl"], spec["rl"]["rollout"]
+        self.seed = int(spec["seed"])
+        self.device = setup_runtime(ctx.runtime)
+        torch.manual_seed(self.seed)
+        self.model, self.tok = load_policy(spec["model"], ctx.deps.get("init"), self.seed, self.device)
+        self.kl_coef, self.ent_coef = float(self.cfg["kl_coef"]), float(self.cfg["entropy_coef"])
+        self.ref = load_reference(self.model, self.device) if self.kl_coef > 0 else None   # the initial policy
 
-    step = 0
-    last = ckpt.latest_checkpoint(ctx.stage_dir)
-    if last is not None:
-        step = int(ckpt.load_checkpoint(last, model, opt, sched)["step"])
-        rollout.update_weights(model.state_dict())
-    tracker = ctx.make_tracker(step)
-    save_every, keep = int(cfg["save_every"] or 0), int(cfg["keep_checkpoints"] or 1)
+        self.train = D.read_rows(D.split_path(ctx.deps["data"], "train"))
+        self.prompts = [D.encode_prompt(self.tok, D.render_prompt(self.tok, r["prompt"])) for r in self.train]
+        self.val_every = int(self.cfg["val_every"])
+        self.val_rows = []
+        if self.val_every:
+            self.val_rows = D.read_rows(D.split_path(ctx.deps["data"], "val"))
+            if int(self.cfg["val_size"]) > 0:
+                self.val_rows = self.val_rows[: int(self.cfg["val_size"])]
 
-    def save(at: int) -> None:
-        ckpt.save_checkpoint(ctx.stage_dir, at, model, tok, opt, sched,
-                             extra={"data_position": at * bs}, keep=keep)
+        self.bs, self.mini = int(self.cfg["batch_size"]), int(self.cfg["mini_batch_size"])
+        self.n, self.steps = int(self.rcfg["n"]), int(self.cfg["steps"])
+        self.temp = float(self.rcfg["temperature"])
+        # Sequences per forward pass. Rows are sorted by length before splitting, so a micro-batch
+        # pads little; the loss is normalised over the whole mini-batch, so the gradient does not
+        # depend on this (only speed and memory do).
+        self.micro = int(self.cfg["micro_batch_size"])
+        # A sequence whose group got one reward for all n samples has advantage 0: with no KL and
+        # no entropy term its loss and gradient are exactly 0, and the loss is normalised over
+        # the whole mini-batch, so skipping its forward/backward changes nothing but the time.
+        self.skip_zero_adv = not self.kl_coef and not self.ent_coef
+        self.order = D.PromptOrder(len(self.train), self.bs, self.seed)
+        self.opt = make_optimizer(self.model, self.cfg)
+        self.sched = _constant_with_warmup(self.opt, int(self.cfg["warmup_steps"]))
+        rt = ctx.runtime
+        self.backend = spec["rollout_backend"]
+        self.rollout = make_rollout_engine(
+            {"backend": self.backend, "workers": rt["rollout_workers"], "vllm": rt.get("rollout_vllm"),
+             "threads_per_worker": rt["rollout_threads_per_worker"]}, self.model, self.tok)
+        self.score_fn, self.count_backtracks = D.task_fns()
+        # Rollout log-probs equal an actor forward pass in fp32 (to ~1e-6), so the extra forward
+        # is skipped there; in bf16/fp16 they differ by rounding and verl's recompute is used
+        # (always for engines that say so: vLLM).
+        self.recompute_old = self.cfg["recompute_old_logprobs"]
+        if self.recompute_old == "auto":
+            self.recompute_old = (next(self.model.parameters()).dtype != torch.float32
+                                  or bool(self.rollout.recompute_old_logprobs))
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.first_val: dict[str, float] = {}
 
-    def validate(at: int) -> dict[str, float]:
-        _, s = evaluate_rows(model, tok, val_rows, {"temperature": 0.0, "batch_size": 256,
-                                                    "max_new_tokens": rcfg["max_new_tokens"]},
-                             engine=rollout if spec.get("rollout_backend") == "vllm" else None)
+    # ------------------------------------------------------------------ the algorithm
+    def fit(self) -> dict[str, Any]:
+        try:
+            self.resume()
+            self.tracker = self.ctx.make_tracker(self.step)
+            if self.val_every and self.step == 0:
+                self.first_val = self.validate()
+                self.tracker.log(0, **self.first_val)      # curves start at the initial policy
+            t_start = time.perf_counter()
+            with progress_bar("grpo", total=self.steps, start=self.step, enabled=show_progress(self.ctx)) as bar:
+                while self.step < self.steps:
+                    t0 = time.perf_counter()
+                    r = self.generate()
+                    self.score(r)
+                    self.advantages(r)
+                    self.logprobs(r)
+                    stats = self.update(r)
+                    self.sync_weights()
+                    self.step += 1
+                    row = self.metrics(r, stats, t0)
+                    bar.advance(1, reward=row["reward_mean"], acc=row["accuracy"])
+                    self.checkpoint_or_stop()
+            ckpt.save_final_model(self.ctx.stage_dir, self.model, self.tok)
+            self.tracker.close(finished=True)
+            return self.summary(time.perf_counter() - t_start)
+        finally:
+            self.rollout.close()
+
+    # ------------------------------------------------------------------ phases
+    def resume(self) -> None:
+        last = ckpt.latest_checkpoint(self.ctx.stage_dir)
+        if last is not None:
+            self.step = int(ckpt.load_checkpoint(last, self.model, self.opt, self.sched)["step"])
+            self.rollout.update_weights(self.model.state_dict())
+
+    def generate(self) -> Rollouts:
+        t0 = time.perf_counter()
+        idx = self.order.batch(self.step)
+        sp = SamplingParams(n=self.n, temperature=self.temp, top_p=float(self.rcfg["top_p"]),
+                            max_new_tokens=int(self.rcfg["max_new_tokens"]), seed=_step_seed(self.seed, self.step))
+        out = self.rollout.generate([self.prompts[i] for i in idx], sp)
+        r = Rollouts(idx, [c for group in out.completions for c in group])
+        r.times["rollout_s"] = time.perf_counter() - t0
+        return r
+
+    def score(self, r: Rollouts) -> None:
+        t0 = time.perf_counter()
+        rows = [self.train[i] for i in r.idx for _ in range(self.n)]
+        r.rewards = torch.tensor([float(self.score_fn(row["data_source"], c.text, D.ground_truth(row)))
+                                  for row, c in zip(rows, r.comps)])
+        r.backtracks = [self.count_backtracks(row["data_source"], c.text) for row, c in zip(rows, r.comps)]
+        r.times["reward_s"] = time.perf_counter() - t0
+
+    def advantages(self, r: Rollouts) -> None:
+        t0 = time.perf_counter()
+        seq_prompts = [self.prompts[i] for i in r.idx for _ in range(self.n)]
+        r.batch = build_batch(seq_prompts, r.comps, self.tok.pad_token_id, self.device)
+        r.lengths = r.batch["mask"].sum(1).long()
+        tlr = torch.zeros_like(r.batch["mask"])
+        tlr[torch.arange(len(r.comps)), (r.lengths - 1).clamp(min=0)] = r.rewards.to(tlr)
+        group = np.repeat(np.arange(len(r.idx)), self.n)
+        r.adv, _ = compute_grpo_outcome_advantage(tlr, r.batch["mask"], group,
+                                                  norm_adv_by_std_in_grpo=bool(self.cfg["norm_adv_by_std"]))
+        r.times["train_start"] = t0
+
+    def logprobs(self, r: Rollouts) -> None:
+        b = r.batch
+        if self.recompute_old:          # verl's default: old log-probs from an actor forward pass
+            rollout_logp = b["old_logp"]
+            b["old_logp"] = no_grad_logprobs(self.model, b, self.micro, self.temp) * b["mask"]
+            r.gap = logprob_gap(rollout_logp, b["old_logp"], b["mask"])    # rollout/training mismatch
+        if self.ref is not None:
+            b["ref_logp"] = no_grad_logprobs(self.ref, b, self.micro, self.temp)
+
+    def update(self, r: Rollouts) -> dict[str, Any]:
+        """`ppo_epochs` passes over mini-batches of whole groups, one optimiser step each."""
+        b, adv, n, cfg = r.batch, r.adv, self.n, self.cfg
+        self.model.train()
+        skipped = 0
+        acc: dict[str, list[float]] = {}
+        gnorms = []
+        lr = self.sched.get_last_lr()[0]
+        for epoch in range(int(cfg["ppo_epochs"])):
+            perm = np.random.default_rng(_step_seed(self.seed, self.step, 1 + epoch)).permutation(len(r.idx))
+            for m0 in range(0, len(r.idx), self.mini):
+                prompts_mb = perm[m0:m0 + self.mini]
+                rows_mb = torch.as_tensor(np.concatenate([np.arange(p * n, p * n + n) for p in prompts_mb]),
+                                          device=self.device)
+                n_tok = b["mask"][rows_mb].sum()
+                n_seq = (b["mask"][rows_mb].sum(1) > 0).sum()
+                rows_mb = rows_mb[torch.argsort(b["attn"][rows_mb].sum(1), stable=True)]
+                if self.skip_zero_adv:      # no gradient from them: skip their forward/backward
+                    rows_mb = rows_mb[(adv[rows_mb] != 0).any(1)]
+                    skipped += int(n_seq) - len(rows_mb)
+                for s in range(0, len(rows_mb), self.micro):
+                    sel = rows_mb[s:s + self.micro]
+                    logp, ent = response_logprobs(self.model, b, sel, self.temp, "grad" if self.ent_coef else True)
+                    loss, met = actor_loss(
+                        logp, b["old_logp"][sel], adv[sel], b["mask"][sel],
+                        clip_ratio=float(cfg["clip_ratio"]), clip_ratio_low=cfg["clip_ratio_low"],
+                        clip_ratio_high=cfg["clip_ratio_high"], clip_ratio_c=float(cfg["clip_ratio_c"]),
+                        loss_agg_mode=cfg["loss_agg_mode"], entropy=ent, entropy_coeff=self.ent_coef,
+                        ref_log_prob=b["ref_logp"][sel] if self.ref is not None else None,
+                        kl_coef=self.kl_coef, kl_type=cfg["kl_type"],
+                        batch_num_tokens=n_tok, global_batch_size=n_seq)
+                    loss.backward()
+                    for k, v in met.items():
+                        acc.setdefault(k, []).append(float(v))
+                if not len(rows_mb):      # all skipped: a zero gradient, so Adam's step
+                    for p in self.model.parameters():  # still applies its momentum, as in verl
+                        p.grad = torch.zeros_like(p)
+                gnorms.append(clip_norm(self.model, cfg["grad_clip"]))
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        return {"losses": acc, "gnorms": gnorms, "lr": lr, "skipped": skipped}
+
+    def sync_weights(self) -> None:
+        self.rollout.update_weights(self.model.state_dict())
+
+    def metrics(self, r: Rollouts, stats: dict[str, Any], t0: float) -> dict[str, Any]:
+        epochs = int(self.cfg["ppo_epochs"])
+        now = time.perf_counter()
+        t_train = now - r.times["train_start"]
+        rewards, lengths = r.rewards, r.lengths
+        resp_tokens = int(lengths.sum())
+        train_tokens = int(r.batch["attn"].sum()) * epochs
+        row = {"reward_mean": float(rewards.mean()),
+               "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
+               "accuracy": float((rewards == 1.0).float().mean()),
+               "format_rate": float((rewards > 0).float().mean()),
+               "response_length_mean": float(lengths.float().mean()),
+               "truncated_rate": float(np.mean([not c.finished for c in r.comps])),
+               "backtracks_mean": float(np.mean(r.backtracks)),
+               **{k: float(np.mean(v)) for k, v in stats["losses"].items()},
+               "grad_norm": float(np.mean(stats["gnorms"])), "lr": stats["lr"],
+               "zero_adv_skipped_frac": stats["skipped"] / max(len(r.comps) * epochs, 1),
+               "rollout_s": r.times["rollout_s"], "reward_s": r.times["reward_s"], "train_s": t_train,
+               "step_s": now - t0,
+               "rollout_tokens_per_s": resp_tokens / max(r.times["rollout_s"], 1e-9),
+               "train_tokens_per_s": train_tokens / max(t_train, 1e-9),
+               "tokens_per_s": resp_tokens / max(now - t0, 1e-9), **r.gap}
+        if self.val_every and (self.step % self.val_every == 0 or self.step == self.steps):
+            row.update(self.validate())
+        self.tracker.log(self.step, **row)
+        self.history.append(row)
+        return row
+
+    def validate(self) -> dict[str, float]:
+        _, s = evaluate_rows(self.model, self.tok, self.val_rows,
+                             {"temperature": 0.0, "top_p": 1.0, "batch_size": 256,
+                              "max_new_tokens": self.rcfg["max_new_tokens"]},
+                             seed=0, engine=self.rollout if self.backend == "vllm" else None)
         return {f"val/{k}": v for k, v in s.items() if k != "n"}
 
-    first_val = validate(step) if val_every and step == 0 else {}
-    if first_val:
-        tracker.log(0, **first_val)          # curves start at the initial policy
-    history: list[dict] = []
-    t_start = time.perf_counter()
-    with progress_bar("grpo", total=steps, start=step, enabled=show_progress(ctx)) as bar:
-        while step < steps:
-            t0 = time.perf_counter()
-            idx = order.batch(step)
-            sp = SamplingParams(n=n, temperature=temp, top_p=float(rcfg["top_p"]),
-                                max_new_tokens=int(rcfg["max_new_tokens"]), seed=_step_seed(seed, step))
-            out = rollout.generate([prompts[i] for i in idx], sp)
-            t_roll = time.perf_counter() - t0
+    def checkpoint_or_stop(self) -> None:
+        """An interval checkpoint; on a preemption request, a checkpoint (if this step has none)
+        and Preempted."""
+        save_every = int(self.cfg["save_every"])
+        saved = False
+        if save_every and self.step % save_every == 0 and self.step < self.steps:
+            self.save()
+            saved = True
+        if self.ctx.preempt.requested:
+            if not saved:
+                self.save()
+            self.tracker.close(finished=False)
+            raise Preempted(f"grpo preempted at step {self.step}")
 
-            comps = [c for group in out.completions for c in group]
-            rows = [train[i] for i in idx for _ in range(n)]
-            rewards = torch.tensor([float(score(r["data_source"], c.text, D.ground_truth(r)))
-                                    for r, c in zip(rows, comps)])
-            backtracks = [count_backtracks(r["data_source"], c.text) for r, c in zip(rows, comps)]
-            t1 = time.perf_counter()
-            t_reward = t1 - t0 - t_roll
-            seq_prompts = [prompts[i] for i in idx for _ in range(n)]
-            b = build_batch(seq_prompts, comps, tok.pad_token_id, device)
-            lengths = b["mask"].sum(1).long()
-            tlr = torch.zeros_like(b["mask"])
-            tlr[torch.arange(len(comps)), (lengths - 1).clamp(min=0)] = rewards.to(tlr)
-            group = np.repeat(np.arange(len(idx)), n)
-            adv, _ = compute_grpo_outcome_advantage(tlr, b["mask"], group,
-                                                    norm_adv_by_std_in_grpo=bool(cfg["norm_adv_by_std"]))
-            gap = {}
-            if recompute_old:          # verl's default: old log-probs from an actor forward pass
-                rollout_logp = b["old_logp"]
-                b["old_logp"] = no_grad_logprobs(model, b, micro, temp) * b["mask"]
-                gap = logprob_gap(rollout_logp, b["old_logp"], b["mask"])   # rollout/training mismatch
-            if ref is not None:
-                b["ref_logp"] = no_grad_logprobs(ref, b, micro, temp)
+    def save(self) -> None:
+        ckpt.save_checkpoint(self.ctx.stage_dir, self.step, self.model, self.tok, self.opt, self.sched,
+                             extra={"data_position": self.step * self.bs}, keep=int(self.cfg["keep_checkpoints"]))
 
-            model.train()
-            skipped = 0
-            acc: dict[str, list[float]] = {}
-            gnorms = []
-            lr = sched.get_last_lr()[0]
-            for epoch in range(int(cfg["ppo_epochs"])):
-                perm = np.random.default_rng(_step_seed(seed, step, 1 + epoch)).permutation(len(idx))
-                for m0 in range(0, len(idx), mini):
-                    prompts_mb = perm[m0:m0 + mini]
-                    rows_mb = torch.as_tensor(np.concatenate([np.arange(p * n, p * n + n) for p in prompts_mb]),
-                                              device=device)
-                    n_tok = b["mask"][rows_mb].sum()
-                    n_seq = (b["mask"][rows_mb].sum(1) > 0).sum()
-                    rows_mb = rows_mb[torch.argsort(b["attn"][rows_mb].sum(1), stable=True)]
-                    if skip_zero_adv:      # no gradient from them: skip their forward/backward
-                        rows_mb = rows_mb[(adv[rows_mb] != 0).any(1)]
-                        skipped += int(n_seq) - len(rows_mb)
-                    for s in range(0, len(rows_mb), micro):
-                        sel = rows_mb[s:s + micro]
-                        logp, ent = response_logprobs(model, b, sel, temp, "grad" if ent_coef else True)
-                        loss, met = actor_loss(
-                            logp, b["old_logp"][sel], adv[sel], b["mask"][sel],
-                            clip_ratio=float(cfg["clip_ratio"]), clip_ratio_low=cfg.get("clip_ratio_low"),
-                            clip_ratio_high=cfg.get("clip_ratio_high"),
-                            clip_ratio_c=float(cfg.get("clip_ratio_c") or 3.0),
-                            loss_agg_mode=cfg["loss_agg_mode"], entropy=ent, entropy_coeff=ent_coef,
-                            ref_log_prob=b["ref_logp"][sel] if ref is not None else None,
-                            kl_coef=kl_coef, kl_type=cfg["kl_type"],
-                            batch_num_tokens=n_tok, global_batch_size=n_seq)
-                        loss.backward()
-                        for k, v in met.items():
-                            acc.setdefault(k, []).append(float(v))
-                    if not len(rows_mb):      # all skipped: a zero gradient, so Adam's step
-                        for p in model.parameters():  # still applies its momentum, as in verl
-                            p.grad = torch.zeros_like(p)
-                    gnorms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                                       float(cfg["grad_clip"] or 1e9))))
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-            sched.step()
-            rollout.update_weights(model.state_dict())
-            t_train = time.perf_counter() - t1
-            step += 1
-
-            resp_tokens = int(lengths.sum())
-            train_tokens = int(b["attn"].sum()) * int(cfg["ppo_epochs"])
-            row = {"reward_mean": float(rewards.mean()), "reward_std": float(rewards.std()) if len(rewards) > 1 else 0.0,
-                   "accuracy": float((rewards == 1.0).float().mean()),
-                   "format_rate": float((rewards > 0).float().mean()),
-                   "response_length_mean": float(lengths.float().mean()),
-                   "truncated_rate": float(np.mean([not c.finished for c in comps])),
-                   "backtracks_mean": float(np.mean(backtracks)),
-                   **{k: float(np.mean(v)) for k, v in acc.items()},
-                   "grad_norm": float(np.mean(gnorms)), "lr": lr,
-                   "zero_adv_skipped_frac": skipped / max(len(comps) * int(cfg["ppo_epochs"]), 1),
-                   "rollout_s": t_roll, "reward_s": t_reward, "train_s": t_train, "step_s": time.perf_counter() - t0,
-                   "rollout_tokens_per_s": resp_tokens / max(t_roll, 1e-9),
-                   "train_tokens_per_s": train_tokens / max(t_train, 1e-9),
-                   "tokens_per_s": resp_tokens / max(time.perf_counter() - t0, 1e-9), **gap}
-            if val_every and (step % val_every == 0 or step == steps):
-                row.update(validate(step))
-            tracker.log(step, **row)
-            history.append(row)
-            bar.advance(1, reward=row["reward_mean"], acc=row["accuracy"])
-            saved = False
-            if save_every and step % save_every == 0 and step < steps:
-                save(step)
-                saved = True
-            if ctx.preempt.requested:
-                if not saved:
-                    save(step)
-                tracker.close(finished=False)
-                rollout.close()
-                raise Preempted(f"grpo preempted at step {step}")
-
-    ckpt.save_final_model(ctx.stage_dir, model, tok)
-    tracker.close(finished=True)
-    rollout.close()
-    tail = history[-5:]
-    summary = {"steps": steps, "params": num_params(model), "wall_s": time.perf_counter() - t_start,
-               "device": str(device),
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        tail = self.history[-5:]
+        out = {"steps": self.steps, "params": num_params(self.model), "wall_s": wall_s, "device": str(self.device),
                "reward_mean_last5": float(np.mean([h["reward_mean"] for h in tail])) if tail else None,
                "accuracy_last5": float(np.mean([h["accuracy"] for h in tail])) if tail else None}
-    if first_val:
-        summary["val_accuracy_start"] = first_val.get("val/accuracy")
-    if history and "val/accuracy" in history[-1]:
-        summary["val_accuracy_end"] = history[-1]["val/accuracy"]
-    return summary
+        if self.first_val:
+            out["val_accuracy_start"] = self.first_val.get("val/accuracy")
+        if self.history and "val/accuracy" in self.history[-1]:
+            out["val_accuracy_end"] = self.history[-1]["val/accuracy"]
+        return out
+
+
+def run_grpo(ctx: StageContext) -> dict[str, Any]:
+    return GRPOTrainer(ctx).fit()

@@ -16,21 +16,18 @@ import torch
 from ...cores import usable_cores
 from .tokenizer import load_tokenizer
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def setup_runtime(runtime: dict[str, Any] | None) -> torch.device:
-    """Apply `threads` and pick the device (`auto` = cuda when present)."""
+def setup_runtime(runtime: dict[str, Any]) -> torch.device:
+    """Apply `threads` (engine.threads; 0: every core this process may use) and pick the device
+    (engine.device; `auto` = cuda when present)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()          # no per-save/load bars in job logs
-    runtime = runtime or {}
-    threads = int(runtime.get("threads") or 0)
-    if threads <= 0:
-        threads = usable_cores()
-    torch.set_num_threads(threads)
-    want = (runtime.get("device") or "auto").lower()
+    threads = int(runtime["threads"])
+    torch.set_num_threads(threads if threads > 0 else usable_cores())
+    want = str(runtime["device"])
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want.startswith("cuda") and not torch.cuda.is_available():
@@ -42,13 +39,14 @@ def build_config(model_cfg: dict[str, Any], tokenizer):
     """HF config of a from-scratch model: `arch` llama or qwen2 at the configured size."""
     from transformers import LlamaConfig, Qwen2Config
 
-    arch = (model_cfg.get("arch") or "llama").lower()
+    arch = model_cfg["arch"]
     hidden, heads = int(model_cfg["hidden_size"]), int(model_cfg["num_heads"])
+    kv = model_cfg["num_kv_heads"]
     common = dict(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=int(model_cfg["num_layers"]),
-        num_attention_heads=heads, num_key_value_heads=int(model_cfg.get("num_kv_heads") or heads),
+        num_attention_heads=heads, num_key_value_heads=int(heads if kv is None else kv),
         intermediate_size=int(model_cfg["intermediate_size"]),
-        max_position_embeddings=int(model_cfg.get("max_seq_len") or 512),
+        max_position_embeddings=int(model_cfg["max_seq_len"]),
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
         rms_norm_eps=1e-5, initializer_range=0.02)
@@ -56,7 +54,7 @@ def build_config(model_cfg: dict[str, Any], tokenizer):
         return LlamaConfig(**common)
     if arch == "qwen2":
         return Qwen2Config(**common, use_sliding_window=False)
-    raise ValueError(f"model.arch={arch!r}: expected llama or qwen2 (or set model.path)")
+    raise ValueError(f"model.arch={arch!r}: a model built from scratch is llama or qwen2 (or set model.path)")
 
 
 def build_model(model_cfg: dict[str, Any], tokenizer, seed: int):
@@ -84,16 +82,14 @@ def load_policy(model_cfg: dict[str, Any], init_dir: str | Path | None, seed: in
         src = Path(init_dir) / "model"
         if not (src / "config.json").exists():
             raise FileNotFoundError(f"upstream stage {init_dir} has no model/ directory")
-    elif model_cfg.get("path"):
+    elif model_cfg["path"] is not None:
         src = Path(model_cfg["path"]).expanduser()
         if not (src / "config.json").exists():
             raise FileNotFoundError(f"model.path={src} is not a local HF checkpoint directory")
     tokenizer = load_tokenizer(model_cfg, src)
-    dtype = DTYPES.get(str(model_cfg.get("dtype") or "float32"), torch.float32)
+    dtype = DTYPES[model_cfg["dtype"]]
     if src is not None:
-        # No model config (an eval of a checkpoint): keep the dtype the checkpoint was saved in.
-        load_dtype = dtype if model_cfg.get("dtype") else "auto"
-        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=load_dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=dtype, attn_implementation="sdpa")
     else:
         model = build_model(model_cfg, tokenizer, seed).to(dtype)
     return model.to(device), tokenizer

@@ -21,31 +21,32 @@ from . import checkpoint as ckpt
 from .data import BucketedOrder, encode_sft, read_rows
 from .model import load_policy, num_params, setup_runtime
 
-DEFAULTS = {"lr": 1e-3, "batch_size": 64, "max_steps": 1500, "warmup_ratio": 0.1, "warmup_steps": None,
-            "schedule": "cosine", "weight_decay": 0.0, "grad_clip": 1.0, "save_every": 200,
-            "max_len": 384, "micro_batch_size": None, "log_every": 1, "keep_checkpoints": 1,
-            "betas": [0.9, 0.95]}
-
-
 def make_optimizer(model, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on norms and biases (1-D parameters)."""
+    """AdamW (lr, betas, weight_decay of `cfg`: sft.* or rl.*); no weight decay on norms and
+    biases (1-D parameters)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     other = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": float(cfg.get("weight_decay") or 0.0)},
+    groups = [{"params": decay, "weight_decay": float(cfg["weight_decay"])},
               {"params": other, "weight_decay": 0.0}]
-    betas = tuple(cfg.get("betas") or (0.9, 0.95))
-    return torch.optim.AdamW(groups, lr=float(cfg["lr"]), betas=betas, eps=1e-8)
+    return torch.optim.AdamW(groups, lr=float(cfg["lr"]), betas=tuple(cfg["betas"]), eps=1e-8)
+
+
+def clip_norm(model, grad_clip: float | None) -> float:
+    """Clip the global grad norm to `grad_clip` (null: no clipping); the norm before clipping."""
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf") if grad_clip is None
+                                                else float(grad_clip)))
 
 
 def make_scheduler(optimizer, cfg: dict[str, Any], total_steps: int):
-    """cosine | linear | constant, each with linear warmup (warmup_steps or warmup_ratio)."""
+    """cosine | linear | constant, each with linear warmup (warmup_steps, or warmup_ratio of
+    the total when warmup_steps is null)."""
     from transformers import (get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup,
                               get_linear_schedule_with_warmup)
 
-    warm = cfg.get("warmup_steps")
+    warm = cfg["warmup_steps"]
     if warm is None:
-        warm = int(math.ceil(float(cfg.get("warmup_ratio") or 0.0) * total_steps))
-    kind = (cfg.get("schedule") or "cosine").lower()
+        warm = int(math.ceil(float(cfg["warmup_ratio"]) * total_steps))
+    kind = cfg["schedule"]
     if kind == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, int(warm), total_steps)
     if kind == "linear":
@@ -56,7 +57,7 @@ def make_scheduler(optimizer, cfg: dict[str, Any], total_steps: int):
 
 
 def show_progress(ctx: StageContext) -> bool:
-    return bool((ctx.runtime or {}).get("show_progress", ctx.show_progress))
+    return bool(ctx.show_progress)
 
 
 def _collate(examples, pad_id: int, device):
@@ -93,8 +94,8 @@ def sft_step(model, examples, pad_id: int, micro: int, device) -> tuple[float, i
 
 def run_sft(ctx: StageContext) -> dict[str, Any]:
     spec = ctx.spec
-    cfg = {**DEFAULTS, **(spec.get("sft") or {})}
-    seed = int(spec.get("seed", 0))
+    cfg = spec["sft"]
+    seed = int(spec["seed"])
     device = setup_runtime(ctx.runtime)
     torch.manual_seed(seed)
     model, tok = load_policy(spec["model"], None, seed, device)
@@ -102,7 +103,7 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
     rows = read_rows(sft_data_path(spec, ctx.deps["traces"]))
     examples, dropped = encode_sft(tok, rows, int(cfg["max_len"]))
     bs, max_steps = int(cfg["batch_size"]), int(cfg["max_steps"])
-    micro = int(cfg.get("micro_batch_size") or bs)
+    micro = bs if cfg["micro_batch_size"] is None else int(cfg["micro_batch_size"])
     order = BucketedOrder([len(e.ids) for e in examples], bs, seed)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, max_steps)
@@ -112,8 +113,7 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
     if last is not None:
         step = int(ckpt.load_checkpoint(last, model, opt, sched)["step"])
     tracker = ctx.make_tracker(step)
-    save_every, log_every = int(cfg["save_every"] or 0), max(1, int(cfg["log_every"] or 1))
-    keep = int(cfg["keep_checkpoints"] or 1)
+    save_every, log_every, keep = int(cfg["save_every"]), int(cfg["log_every"]), int(cfg["keep_checkpoints"])
 
     def save(at: int) -> None:
         ckpt.save_checkpoint(ctx.stage_dir, at, model, tok, opt, sched,
@@ -128,7 +128,7 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
             batch = [examples[i] for i in order.batch(step)]
             lr = sched.get_last_lr()[0]
             loss, n_target, n_tokens = sft_step(model, batch, tok.pad_token_id, micro, device)
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"] or 1e9))
+            gnorm = clip_norm(model, cfg["grad_clip"])
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)

@@ -45,10 +45,10 @@ def load_tokenizer(model_cfg: dict[str, Any], model_dir: str | Path | None = Non
     model.path), else a fresh char tokenizer (or AutoTokenizer for `tokenizer: path`)."""
     from transformers import AutoTokenizer
 
-    src = model_dir or model_cfg.get("path")
+    src = model_dir if model_dir is not None else model_cfg["path"]
     if src is not None and (Path(src) / "tokenizer_config.json").exists():
         tok = AutoTokenizer.from_pretrained(str(src))
-    elif (model_cfg.get("tokenizer") or "char") == "char":
+    elif model_cfg["tokenizer"] == "char":
         tok = build_char_tokenizer()
     else:
         if src is None:

@@ -320,6 +320,7 @@ LOCAL_ONLY: dict[str, str] = {
     "model.arch": "the local engine builds this architecture from scratch; verl loads model.path",
     "model.hidden_size": "from-scratch architecture (local engine)",
     "model.num_layers": "from-scratch architecture (local engine)",
+    "model.num_kv_heads": "from-scratch architecture (local engine)",
     "model.num_heads": "from-scratch architecture (local engine)",
     "model.intermediate_size": "from-scratch architecture (local engine)",
     "model.tokenizer": "verl always uses the checkpoint's own tokenizer (= tokenizer: path)",
