@@ -61,12 +61,18 @@ def test_problems_are_reproducible_and_prompts_well_formed(name):
     for p in a:
         ok = f"<think>x</think>\n<answer>{p.answer}</answer>"
         assert score(name, ok, p.ground_truth) == 1.0
-        assert score(name, ok.replace("</think>\n", "</think>"), p.ground_truth) == 0.0
+        assert score(name, ok.replace("</think>\n", "</think>"), p.ground_truth) == 1.0   # free whitespace
+        assert score(name, ok.replace("<think>x", "<think> \n"), p.ground_truth) == 0.0     # blank thinking
+        assert score(name, "<think>" + ok, p.ground_truth) == 0.0                         # two <think>
         compact = task.prompt(p, "compact")
-        assert len(compact) == 1 and compact[0]["content"].isascii()
-        assert [m["role"] for m in task.prompt(p, "qwen-instruct")] == ["system", "user"]
+        assert compact.prefill == "" and compact.text.isascii()
+        qwen = task.prompt(p, "qwen-instruct")
+        assert qwen.text.startswith("<|im_start|>system\n") and qwen.text.endswith(qwen.prefill)
+        assert qwen.prefill == "<|im_start|>assistant\nLet me solve this step by step.\n<think>"
+        assert score(name, f"x</think>\n\n<answer>{p.answer}</answer>", p.ground_truth, prefill=qwen.prefill) == 1.0
         for template in ("base", "baseline", "qwen-instruct"):
-            assert "<answer>" in task.prompt(p, template)[-1]["content"]
+            text = task.prompt(p, template).text
+            assert "<answer>" in text and ("<think> </think>" in text) == (template != "baseline")
     with pytest.raises(TaskError, match="template"):
         task.prompt(a[0], "chatml")
     with pytest.raises(TaskError, match="unknown parameter"):
@@ -83,8 +89,36 @@ def test_cpu_traces_fit_the_tiny_model(name):
     for i, p in enumerate(task.generate(40, 5, params)):
         trace = task.trace(p, k, "compact", random.Random(i))
         assert trace.isascii() and count_backtracks(name, trace) == k
-        longest = max(longest, len(task.prompt(p, "compact")[0]["content"]) + len(trace))
+        longest = max(longest, len(task.prompt(p, "compact").text) + len(trace))
     assert longest <= MAX_LEN, (name, longest)
+
+
+# One phrase per dead end of a paper trace, in the authors' words (create_backtrack_datasets.py:72-74,
+# reasoning_gym/games/sudoku.py:241, arc/arc_1d.py:86, geometry/advanced_geometry.py:206-567 of their
+# fork); knights_knaves is ours.
+PAPER_PHRASE = {"countdown": "Wait, this doesn't lead to the correct solution.", "sudoku": "; erase ",
+                "arc_1d": "The outputs do not match the given example outputs. Let's try to find another pattern.",
+                "advanced_geometry": "Oh, I made a mistake here", "knights_knaves": "Wait, this assignment leads to a contradiction."}
+
+
+@pytest.mark.parametrize("name", BACKTRACK)
+def test_paper_traces_at_paper_scale(name):
+    """At scale=paper, the largest k: exactly k dead ends, each said in the authors' phrase, the
+    blank line before <answer>, score 1.0 as the model continues the prefilled qwen-instruct
+    prompt, the same bytes for the same seed."""
+    task = get_task(name)
+    c = cfg(name)
+    params, k = c["params"]["paper"], max(k_values(c, "paper"))
+    for i, p in enumerate(task.generate(2, 7, task.split_params(params, "sft"))):
+        trace = task.trace(p, k, "paper", random.Random(i))
+        assert trace.startswith("<think>") and "</think>\n\n<answer>" in trace and trace.endswith("</answer>")
+        assert count_backtracks(name, trace) == k and trace.count(PAPER_PHRASE[name]) == k
+        prompt = task.prompt(p, "qwen-instruct")
+        assert score(name, trace[len("<think>"):], p.ground_truth, prefill=prompt.prefill) == 1.0
+        assert score(name, trace, p.ground_truth) == 1.0
+        assert task.trace(p, k, "paper", random.Random(i)) == trace
+        if task.max_backtracks(p) > k:        # a choice to make: another seed makes another one
+            assert task.trace(p, k, "paper", random.Random(i + 100)) != trace
 
 
 def _sha(path) -> str:

@@ -30,6 +30,7 @@ class Problem:
 class Task(ABC):
     name: str = ""
     backtrack_sft: bool = True     # False for RL-only tasks
+    PAPER_MARKERS: tuple[str, ...] = ()   # the phrase a `paper` dead end says once (highlighting, counts)
 
     @abstractmethod
     def generate(self, size: int, seed: int, params: dict[str, Any]) -> list[Problem]:

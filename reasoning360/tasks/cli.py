@@ -120,6 +120,9 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
     style = args.trace_style or defaults["trace_style"]
     if style not in STYLES:
         raise _Usage(f"--trace_style: expected one of {', '.join(STYLES)}, got {style!r}")
+    if style == "compact" and template != "compact" and task.backtrack_sft:
+        raise _Usage(f"--trace_style: compact traces need --template_type compact (got {template}); "
+                     "the paper templates take paper traces")
     if args.workers < 1:
         raise _Usage(f"--workers: must be >= 1, got {args.workers}")
     out = Path(args.local_dir or f"data/{args.task}" + (f"-k{k}" if task.backtrack_sft else ""))

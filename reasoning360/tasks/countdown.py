@@ -365,6 +365,7 @@ def _int(value: Any) -> bool:
 class CountdownTask(Task):
     name = "countdown"
     backtrack_sft = True
+    PAPER_MARKERS = (PAPER_BACKTRACK,)           # one per dead end of a paper trace
 
     # ---- problems
     def validate_params(self, params: dict[str, Any]) -> None:

@@ -302,6 +302,9 @@ def build_traces(spec: dict, data_dir: Path, out_dir: Path, show_progress: bool 
     if not src.exists():
         raise TaskError(f"traces: {src} does not exist (build the data stage first)")
     rows = load_rows(src)
+    if style == "compact" and any(row_prefill(r) for r in rows[:1]):
+        raise TaskError("traces: compact traces answer in the compact format, which only the compact "
+                        "template asks for (data.template=compact, or trace_style=paper)")
     out_dir = Path(out_dir)
     partial = out_dir / PARTIAL
     parts = [(task.name, rows[i:i + CHUNK], k, style, seed) for i in range(0, len(rows), CHUNK)]
