@@ -181,3 +181,28 @@ def test_smoke_all_plans_one_point_per_task(tmp_path):
     assert [pp.point.name for pp in plan.points] == (
         [f"{t}-k1-s0" for t in BACKTRACK] + [f"{t}-cold_start-s0" for t in STUDY if t not in BACKTRACK])
     assert c["data"]["sft_size"] <= 300 and c["sft"]["max_steps"] <= 30 and c["rl"]["steps"] <= 4
+
+
+def test_prompt_contract_local_engine_and_verl_template():
+    """A stored prompt is fed verbatim: the local engine renders the one message as is even when
+    the tokenizer has a chat template, and verl's tokenizer given VERBATIM_CHAT_TEMPLATE renders
+    the same text (an SFT example: prompt + response + EOS, as the authors' SFT dataset)."""
+    from reasoning360.engines.local import data as D
+    from reasoning360.engines.local.tokenizer import build_char_tokenizer
+    from reasoning360.tasks.prompts import VERBATIM_CHAT_TEMPLATE, to_messages
+
+    task = get_task("countdown")
+    p = task.generate(1, 0, cfg("countdown")["params"]["paper"])[0]
+    prompt = task.prompt(p, "qwen-instruct")
+    messages = to_messages(prompt)
+    tok = build_char_tokenizer()
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+    assert D.render_prompt(tok, messages) == prompt.text                  # no template applied
+    assert D.encode_prompt(tok, prompt.text) == tok(prompt.text)["input_ids"]
+    tok.chat_template = VERBATIM_CHAT_TEMPLATE
+    assert tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == prompt.text
+    response = "x</think>\n\n<answer>1</answer>"
+    full = messages + [{"role": "assistant", "content": response}]
+    assert tok.apply_chat_template(full, tokenize=False) == prompt.text + response + tok.eos_token
+    with pytest.raises(TaskError, match="one message"):
+        D.render_prompt(tok, messages + messages)

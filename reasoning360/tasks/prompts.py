@@ -8,7 +8,7 @@ given a template that renders it verbatim (`VERBATIM_CHAT_TEMPLATE`).
 
 Storage (verl's RL schema): ``prompt = [{"role": "user", "content": TEXT}]``, one message whose
 content is the whole prompt (the authors' RL reads ``chat[0]['content']`` as the prompt,
-verl/utils/dataset/rl_dataset.py:67-69 of their fork).
+verl/utils/dataset/rl_dataset.py:126-128 of their fork).
 
 The prefill is the prompt's tail from the assistant-turn marker on, e.g.
 ``"<|im_start|>assistant\\nLet me solve this step by step.\\n<think>"`` ("" for compact). The
@@ -43,7 +43,7 @@ BASE_PREAMBLE = ("A conversation between User and Assistant. The user asks a que
 # A Jinja chat template that renders stored prompts verbatim: the one user message is the whole
 # prompt; an assistant message (SFT) follows it directly and ends with the EOS token, as the
 # authors' SFT dataset appends `tokenizer.eos_token` to the response (verl/utils/dataset/
-# sft_dataset.py:127 of their fork). verl: actor_rollout_ref.model.custom_chat_template (RL) and
+# sft_dataset.py:128 of their fork). verl: actor_rollout_ref.model.custom_chat_template (RL) and
 # model.custom_chat_template (SFT).
 VERBATIM_CHAT_TEMPLATE = ("{% for message in messages %}{{ message['content'] }}"
                           "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
