@@ -206,3 +206,56 @@ def test_prompt_contract_local_engine_and_verl_template():
     assert tok.apply_chat_template(full, tokenize=False) == prompt.text + response + tok.eos_token
     with pytest.raises(TaskError, match="one message"):
         D.render_prompt(tok, messages + messages)
+
+
+SYS = ("You are a helpful assistant. You first think about the reasoning process in the mind and then provides "
+       "the user with the answer.")
+SYS_S = SYS.replace("You first think", "You first thinks")
+PRE = "Let me solve this step by step.\n<think>"
+BASE = ("A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "
+        "assistant first thinks about the reasoning process in the mind and then provides the user with the answer.\n")
+
+
+def chat(system, user, prefill=PRE):
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            f"<|im_start|>assistant\n{prefill}")
+
+
+# The authors' make_prefix f-strings, rebuilt per task and template (reasoning-gym/<task>.py @ c3502ba).
+AUTHORS = {
+    ("sudoku", "qwen-instruct"): lambda q: chat(SYS, f"{q}\nShow your work in <think> </think> tags, and return the answer in <answer> </answer> tags. For example, <answer> 1 3 5\n2 4 6\n7 8 9 </answer>."),   # sudoku.py:37
+    ("sudoku", "baseline"): lambda q: chat(SYS, f"{q}\nReturn the answer in <answer> </answer> tags. For example, <answer> 1 3 5\n2 4 6\n7 8 9 </answer>."),   # sudoku.py:41
+    ("sudoku", "base"): lambda q: BASE + f"        User: {q}\nShow your work in <think> </think> tags, and return the answer in <answer> </answer>. For example, <answer> 1 3 5\n2 4 6\n7 8 9 </answer>.\nAssistant: {PRE}",   # sudoku.py:30-33
+    ("arc_1d", "baseline"): lambda q: chat(SYS, f"{q}\nReturn the answer in <answer> </answer> tags with space between each number. For example <answer> 1 3 5 7 </answer>."),   # arc_1d.py:41
+    ("arc_1d", "base"): lambda q: BASE + f"User: {q}\nShow your work in <think> </think> tags, and return the answer in <answer> </answer> tags with space between each number. For example <answer> 1 3 5 7 </answer>.\nAssistant: {PRE}",   # arc_1d.py:30-33
+    ("color_cube_rotation", "qwen-instruct"): lambda q: chat(SYS_S, f"{q}\nShow your work in <think> </think> tags, and return the answer in <answer> </answer>. For example <answer> cyan </answer>."),   # color_cube_rotation.py:37
+    ("color_cube_rotation", "baseline"): lambda q: chat(SYS, f"{q}\nReturn the answer in <answer> </answer>. For example <answer> cyan </answer>."),   # color_cube_rotation.py:41
+    ("list_functions", "qwen-instruct"): lambda q: chat(SYS, f"{q}\nShow your work in <think> </think> tags, and return the answer in <answer> </answer>. For example <answer> [1, 2, 3] </answer>."),   # list_functions.py:37
+    ("self_reference", "baseline"): lambda q: chat(SYS, f"{q}\nReturn the answer in <answer> </answer>. For example <answer> 5 </answer>."),   # self_reference.py:41
+}
+GEOMETRY = {   # advanced_geometry.py:48-63
+    "incircle_radius": "Round the radius to 3 decimal places and return it in <answer> </answer> tags, for example <answer> 2.176 </answer>.",
+    "orthocenter": "Round the coordinates to 3 decimal places and return them inside parenthesis in <answer> </answer>, for example <answer> (0.304, 1.217) </answer>.",
+    "angle_measure": "Round the angle degrees to 2 decimal places, append a degree symbol, and return it in <answer> </answer> tags, for example <answer> 17.10\u00b0 </answer>.",
+}
+
+
+@pytest.mark.parametrize("name, template", sorted(AUTHORS))
+def test_prompts_are_the_authors_strings(name, template):
+    task = get_task(name)
+    for p in task.generate(3, 2, cfg(name)["params"]["paper"]):
+        prompt = task.prompt(p, template)
+        assert prompt.text == AUTHORS[name, template](p.question)
+        assert prompt.text.endswith(prompt.prefill) and prompt.prefill.endswith(PRE)
+
+
+def test_geometry_prompts_are_the_authors_strings():
+    task = get_task("advanced_geometry")
+    seen = set()
+    for p in task.generate(12, 2, cfg("advanced_geometry")["params"]["paper"]):
+        tt = p.ground_truth["task_type"]
+        seen.add(tt)
+        assert task.prompt(p, "qwen-instruct").text == chat(SYS_S, f"{p.question} Show your work in <think> </think> tags. {GEOMETRY[tt]}")
+        assert task.prompt(p, "baseline").text == chat(SYS_S, f"{p.question} {GEOMETRY[tt]}", "Let me solve this step by step.")
+        assert task.prompt(p, "base").text == BASE + f"User: {p.question} Show your work in <think> </think> tags. {GEOMETRY[tt]}\nAssistant: {PRE}"
+    assert seen == set(GEOMETRY)
