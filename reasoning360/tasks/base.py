@@ -9,10 +9,7 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .prompts import Prompt
+from typing import Any
 
 
 class TaskError(ValueError):
@@ -41,9 +38,9 @@ class Task(ABC):
         """Identity of a problem, used to keep the splits disjoint."""
 
     @abstractmethod
-    def prompt(self, problem: Problem, template: str) -> "Prompt":
-        """The prompt for `template` in {compact, base, qwen-instruct, baseline}: its exact text
-        and its prefill (`reasoning360.tasks.prompts`)."""
+    def prompt(self, problem: Problem, template: str):
+        """The `prompts.Prompt` for `template` in {compact, base, qwen-instruct, baseline}: its
+        exact text and its prefill (`reasoning360.tasks.prompts`)."""
 
     @abstractmethod
     def trace(self, problem: Problem, k: int, style: str, rng: random.Random) -> str:
