@@ -23,7 +23,7 @@ def sha(path) -> str:
     ("sudoku", 3, "compact", "compact"),
     ("arc_1d", 2, "paper", "qwen-instruct"),
     ("advanced_geometry", 1, "paper", "base"),
-    ("knights_knaves", 3, "compact", "baseline"),
+    ("knights_knaves", 3, "paper", "baseline"),
     ("countdown", 1, "compact", "compact"),
 ])
 def test_builds_every_split_and_traces(task, k, style, template, tmp_path, capsys):
@@ -36,8 +36,7 @@ def test_builds_every_split_and_traces(task, k, style, template, tmp_path, capsy
     for split, n in (("train", 6), ("val", 2), ("test", 4), ("sft_problems", 12)):
         rows = load_rows(out / f"{split}.parquet")
         assert len(rows) == n and all(r["data_source"] == task for r in rows)
-        roles = [m["role"] for m in rows[0]["prompt"]]
-        assert roles == (["system", "user"] if template == "qwen-instruct" else ["user"])
+        assert [m["role"] for m in rows[0]["prompt"]] == ["user"]        # one message: the whole prompt
     sft = load_rows(out / "sft.parquet")
     assert len(sft) == 12
     for r in sft:
@@ -70,6 +69,8 @@ def test_rl_only_task_has_no_traces(tmp_path):
     (["data", "sudoku", "--param", "min_emty=3"], "--param"),
     (["data", "sudoku", "--param", "grid"], "--param"),
     (["data", "sudokuu"], "TASK"),
+    (["data", "sudoku", "--template_type", "qwen-instruct", "--trace_style", "compact"], "--trace_style"),
+    (["data", "sudoku", "--workers", "0"], "--workers"),
 ])
 def test_bad_input_is_one_line_naming_the_flag(argv, flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:

@@ -64,7 +64,7 @@ class FakeServer:
                 time.sleep(outer.delay)
                 ans = outer.answers[body["prompt"]]
                 kinds = ["garbage <answer>", "<think>try</think>\n<answer>1+1</answer>",
-                         f"<think>1+1=2 This doesn't work, go back. ok</think>\n<answer>{ans}</answer>"]
+                         f"<think>Step 1: 1 + 1 = 2. Wait, this doesn't lead to the correct solution. Let me restart.\nok</think>\n<answer>{ans}</answer>"]
                 start = body.get("seed", 0) % 3
                 choices = [{"index": j, "text": kinds[(start + j) % 3], "finish_reason": "stop"}
                            for j in range(body.get("n", 1))]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from reasoning360.tasks import TaskError, count_backtracks, score
-from reasoning360.tasks.answer import call_with_timeout, extract_tag, split_think_answer
+from reasoning360.tasks.answer import call_with_timeout, extract_answer, extract_tag
 from reasoning360.tasks.arith import ArithError, evaluate
 
 GT = {"numbers": [3, 7, 12], "target": 22}
@@ -36,13 +36,16 @@ def wrap(answer: str, think: str = "12+7=19,19+3=22==22") -> str:
     (wrap("(12+7)+3=22"), 0.1),         # '=' not allowed in the answer
     (wrap(""), 0.1),
     (wrap("22"), 0.1),
-    (wrap("(12+7)+3") + " trailing text", 0.0),
-    ("I think " + wrap("(12+7)+3"), 0.0),
-    (" " + wrap("(12+7)+3"), 0.0),
-    ("<think>x</think>\n\n<answer>(12+7)+3</answer>", 0.0),
-    ("<think>x</think><answer>(12+7)+3</answer>", 0.0),
+    # the authors' rule leaves text around the tags free (tests/test_reward_format.py cites it)
+    (wrap("(12+7)+3") + " trailing text", 1.0),
+    ("I think " + wrap("(12+7)+3"), 1.0),
+    ("<think>x</think>\n\n<answer>(12+7)+3</answer>", 1.0),
+    ("<think>x</think><answer>(12+7)+3</answer>", 1.0),
+    (wrap("(12+7)\n+3"), 1.0),          # whitespace inside the answer: theirs allows \s
     ("<answer>(12+7)+3</answer>", 0.0),
     ("(12+7)+3", 0.0),
+    ("<think></think>\n<answer>(12+7)+3</answer>", 0.0),
+    ("<think>x</think>\n<answer>(12+7)+3</answer><answer>1</answer>", 0.0),
 ])
 def test_exact_reward_cases(completion, expected):
     assert score("countdown", completion, GT) == expected
@@ -131,8 +134,10 @@ def test_arith_values():
 
 
 def test_answer_helpers():
-    assert split_think_answer(wrap("x")) == ("12+7=19,19+3=22==22", "x")
-    assert split_think_answer(wrap("x" * 5000)) is None
+    assert extract_answer(wrap(" x ")) == "x"
+    assert extract_answer(wrap("x" * 5000)) == "x" * 5000                  # well-formed; scored 0.1
+    assert score("countdown", wrap("(12+7)+3" + " " * 5000 + "+0"), GT) == 0.1
+    assert extract_answer("x" * (256 * 1024 + 1)) is None
     assert extract_tag("a <answer>1</answer> b <answer>2</answer>", "answer") == "2"
     assert extract_tag("a <answer>1</answer> b <answer>2</answer>", "answer", last=False) == "1"
     assert extract_tag("<answer>1", "answer") is None

@@ -54,8 +54,8 @@ def hostile(answer: str, local: str) -> list:
         "<think><think></think>\n<answer>" + answer + "</answer>",
         "<think>a</think>\n<answer><answer>" + answer + "</answer></answer>",
         "<think>a</think>\n<answer>" + answer, "<think>a<answer>" + answer + "</answer>",
-        "<answer>" + answer + "</answer>", answer, "I think " + wrap(answer), " " + wrap(answer),
-        wrap(answer) + " trailing", "<think>x</think>\n\n<answer>" + answer + "</answer>",
+        "<answer>" + answer + "</answer>", answer, "<think> </think>\n<answer>" + answer + "</answer>",
+        "<answer>" + answer + "</answer><think>x</think>", "<think>x</think>" + answer,
         # unicode look-alikes of the right answer (those that differ from it)
         *[wrap(v) for v in (fullwidth, arabic, cyrillic, answer + "\u200b", "\u200b" + answer,
                             answer.replace(" ", "\u00a0"), answer.replace("-", "\u2212"),
@@ -96,7 +96,7 @@ def test_hostile_corpus_bounded_and_safe(name, tmp_path):
 @given(text=st.text(max_size=600))
 def test_fuzz_any_text(name, text):
     gt, answer = problem(name)
-    assert score(name, text, gt) in (0.0, 0.1) or text.strip().endswith("</answer>")
+    assert score(name, text, gt) in (0.0, 0.1) or "</answer>" in text
     s = score(name, wrap(text), gt)
     assert s in (0.0, 0.1, 1.0)
     if s == 1.0:      # only something that equals the answer up to the verifier's normalisation

@@ -1,4 +1,5 @@
-"""ARC 1D: every generator's rule is solved, hypothesis traces with real mismatches, exact reward."""
+"""ARC 1D: every generator's rule is solved, hypothesis traces with real mismatches (compact and
+the authors' paper wording), exact reward."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 from reasoning360.sweep.grid import CONFIGS
 from reasoning360.tasks import TaskError, count_backtracks, get_task, score, validate_point
-from reasoning360.tasks.arc_1d import RULES, apply, rule_of
-from reasoning360.tasks.gym import COMPACT_BACKTRACK, PAPER_BACKTRACK
+from reasoning360.tasks.arc_1d import RULE_WORDS, RULES, apply, rule_of
+from reasoning360.tasks.gym import COMPACT_BACKTRACK
 
 CFG = yaml.safe_load((CONFIGS / "task" / "arc_1d.yaml").read_text())
 CPU, PAPER = CFG["params"]["cpu"], CFG["params"]["paper"]
@@ -73,17 +74,44 @@ def _compact_dead_ends(trace: str, gt: dict) -> list[str]:
     return dead
 
 
-def _paper_dead_ends(trace: str) -> list[str]:
-    think, _ = _split(trace)
-    chunks = think.split(PAPER_BACKTRACK)
-    out = []
-    for chunk in chunks[:-1]:
-        hyp = re.findall(r"^Hypothesis: (.*)\.$", chunk, re.M)
-        assert len(hyp) == 1
-        assert re.search(r"They differ at position \d+ \(\d instead of \d\)\.\n$", chunk)
-        out.append(hyp[0])
-    assert "The rule fits every example" in chunks[-1]
-    return out
+# The authors' sentences (reasoning_gym/arc/arc_1d.py:84-123 of their fork).
+HEAD = "Looking at these three examples. "
+APPLY = " Applying this rule to the test input, we get the output grid:"
+NO = "The outputs do not match the given example outputs. Let's try to find another pattern."
+YES = "The outputs match the given example output. Let's apply this rule to the test input and obtain the answer."
+BY_WORDS = {w: r for r, w in RULE_WORDS.items()}
+
+
+def _paper_dead_ends(trace: str, gt: dict) -> list[str]:
+    """Parse a paper trace back into hypotheses: each is one of the authors' rule descriptions,
+    its example outputs are the rule's real outputs, a dead end differs from some example, the
+    last hypothesis is the right rule and the answer its output on the test input."""
+    m = re.fullmatch(r"<think>(.*)\n</think>\n\n<answer>(.*)</answer>", trace, re.S)
+    assert m and m[1].startswith(HEAD), trace[:200]
+    blocks = m[1][len(HEAD):].split("\n\n")
+    rules = []
+    for j, block in enumerate(blocks):
+        lines = block.split("\n")
+        assert lines[0].endswith(APPLY)
+        rule = BY_WORDS[lines[0][: -len(APPLY)]]
+        outs = []
+        for i, ex in enumerate(gt["train"], 1):
+            prefix = f"Example {i}: "
+            assert lines[i].startswith(prefix)
+            got = apply(rule, ex["input"])
+            want = ("the described transformation is impossible to be applied to this example"
+                    if got is None else " ".join(map(str, got)))
+            assert lines[i][len(prefix):] == want
+            outs.append(got)
+        last = j == len(blocks) - 1
+        assert lines[len(gt["train"]) + 1:] == [YES if last else NO]
+        if last:
+            assert rule == gt["rule"] and outs == [e["output"] for e in gt["train"]]
+        else:
+            assert outs != [e["output"] for e in gt["train"]]
+            rules.append(rule)
+    assert m[2] == " ".join(map(str, gt["test_output"]))
+    return rules
 
 
 @settings(max_examples=60, deadline=None)
@@ -94,7 +122,8 @@ def test_trace_k_distinct_wrong_rules_and_a_correct_answer(i, k, seed, style):
     trace = task.trace(p, k, style, random.Random(seed))
     assert count_backtracks("arc_1d", trace) == k
     assert score("arc_1d", trace, p.ground_truth) == 1.0
-    dead = _compact_dead_ends(trace, p.ground_truth) if style == "compact" else _paper_dead_ends(trace)
+    dead = (_compact_dead_ends(trace, p.ground_truth) if style == "compact"
+            else _paper_dead_ends(trace, p.ground_truth))
     assert len(dead) == k and len(set(dead)) == k
     if style == "compact":
         assert trace.isascii()
@@ -129,7 +158,8 @@ def test_exact_reward_where_reasoning_gym_can_be_hacked():
 
     entry = {"answer": p.answer, "metadata": {}}
     assert s(spaced) == 1.0 and fn(spaced, entry) == 1.0
-    assert s("".join(map(str, out))) == 1.0
+    assert s("".join(map(str, out))) == 1.0                            # compact (no prefill)
+    assert s(spaced.replace(" ", "\n")) == 1.0                         # theirs: any whitespace
     hack = spaced + " " + spaced                       # contains the oracle: partial credit there
     assert fn(hack, entry) > 0.0 and s(hack) == 0.1
     assert s(spaced + " 0") == 0.1 and s(spaced[:-2]) == 0.1
@@ -141,7 +171,25 @@ def test_exact_reward_where_reasoning_gym_can_be_hacked():
 
 def test_compact_prompt():
     p = PROBLEMS[0]
-    text = task.prompt(p, "compact")[0]["content"]
+    text = task.prompt(p, "compact").text
     lines = text.rstrip("\n").split("\n")
     assert len(lines) == len(p.ground_truth["train"]) + 1 and lines[-1].endswith(">")
     assert text.isascii() and re.fullmatch(r"([0-9]+>[0-9]*\n)+", text)
+
+
+def test_paper_scale_traces_and_prompt_as_theirs():
+    p = task.generate(1, 0, PAPER)[0]
+    trace = task.trace(p, 3, "paper", random.Random(2))
+    assert len(_paper_dead_ends(trace, p.ground_truth)) == 3 and count_backtracks("arc_1d", trace) == 3
+    prompt = task.prompt(p, "qwen-instruct")
+    # reasoning-gym/arc_1d.py:37 of their fork; the question without reasoning-gym's later
+    # "Describe how you derived the rule" sentence (reasoning_gym/arc/arc_1d.py:139-140)
+    assert prompt.text.endswith("\nShow your work in <think> </think> tags, and return the answer in <answer> "
+                                "</answer> tags with space between each number. For example <answer> 1 3 5 7 "
+                                "</answer>.<|im_end|>\n<|im_start|>assistant\nLet me solve this step by step.\n<think>")
+    assert "Describe how" not in prompt.text and "Below is a test input grid." in prompt.text
+    # with the prompt's prefill, the trace continues after <think> and is scored 1.0
+    assert score("arc_1d", trace[len("<think>"):], p.ground_truth, prefill=prompt.prefill) == 1.0
+    # paper prompts take the authors' answer format only: no compact digit string
+    row = "".join(map(str, p.ground_truth["test_output"]))
+    assert score("arc_1d", f"x</think><answer>{row}</answer>", p.ground_truth, prefill=prompt.prefill) == 0.1

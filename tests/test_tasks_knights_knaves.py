@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 
 from reasoning360.sweep.grid import CONFIGS
 from reasoning360.tasks import TaskError, count_backtracks, get_task, score, validate_point
-from reasoning360.tasks.gym import COMPACT_BACKTRACK, PAPER_BACKTRACK
+from reasoning360.tasks.gym import COMPACT_BACKTRACK
+from reasoning360.tasks.knights_knaves import PAPER_MARKER
 from reasoning360.tasks.knights_knaves import consistent, evaluate, letter
 
 CFG = yaml.safe_load((CONFIGS / "task" / "knights_knaves.yaml").read_text())
@@ -49,16 +50,19 @@ def _compact_dead_ends(trace: str, gt: dict) -> list[tuple[bool, ...]]:
 
 
 def _paper_dead_ends(trace: str, gt: dict) -> list[str]:
-    think, _ = _split(trace)
-    chunks = think.split(PAPER_BACKTRACK)
+    """Our wording (knights_knaves is not one of the authors' tasks), in their structure: one line
+    per assumption; a dead end stops at the first contradicted statement and goes back."""
+    m = re.fullmatch(r"<think>(.*)\n</think>\n\n<answer>(.*)</answer>", trace, re.S)
+    assert m, trace[-200:]
+    lines = m[1].split("\n")
     out = []
-    for chunk in chunks[:-1]:
-        assumes = re.findall(r"^Assume (.*)\.$", chunk, re.M)
-        assert len(assumes) == 1
-        assert chunk.rstrip().endswith("Contradiction.")
-        assert chunk.count("Contradiction.") == 1
-        out.append(assumes[0])
-    assert "Contradiction" not in chunks[-1]
+    for line in lines[:-1]:
+        assert line.startswith("Let's assume ") and line.count(PAPER_MARKER) == 1
+        assert line.endswith(". Let me go back and try another assignment.")
+        out.append(line.split(".")[0])
+    assert lines[-1].startswith("Let's assume ") and PAPER_MARKER not in lines[-1]
+    assert lines[-1].endswith("Every statement is consistent with this assignment. This is the solution.")
+    assert m[2] == task.natural_answer(gt, tuple(gt["solution"]))
     return out
 
 
@@ -113,6 +117,9 @@ def test_answers_both_forms_and_reasoning_gym_agrees():
         return score("knights_knaves", f"<think>x</think>\n<answer>{ans}</answer>", gt)
 
     assert s(code) == 1.0 and s(wrong_code) == 0.1
+    prefill = task.prompt(p, "qwen-instruct").prefill      # a paper prompt asks for the sentence
+    assert score("knights_knaves", f"x</think>\n<answer>{code}</answer>", gt, prefill=prefill) == 0.1
+    assert score("knights_knaves", f"x</think>\n<answer>{p.answer}</answer>", gt, prefill=prefill) == 1.0
     assert s(p.answer) == 1.0 and fn(p.answer, {"answer": p.answer}) == 1.0
     reordered = ", ".join(f"{n} is {gt['a_knight'] if v else gt['a_knave']}"
                           for n, v in reversed(list(zip(names, sol))))
@@ -128,10 +135,10 @@ def test_answers_both_forms_and_reasoning_gym_agrees():
 
 def test_compact_prompt_is_ascii_and_formula_language():
     for p in PROBLEMS[:10]:
-        text = task.prompt(p, "compact")[0]["content"]
+        text = task.prompt(p, "compact").text
         assert text.isascii() and text.endswith("\n")
         assert len(text.strip().split("\n")) == len(p.ground_truth["names"])
         assert re.fullmatch(r"([A-Z]:[A-Z~&|>=()]+\n)+", text), text
     for template in ("base", "qwen-instruct", "baseline"):
-        msgs = task.prompt(PROBLEMS[0], template)
-        assert "<answer>" in msgs[-1]["content"] and PROBLEMS[0].ground_truth["names"][0] in msgs[-1]["content"]
+        text = task.prompt(PROBLEMS[0], template).text
+        assert "<answer>" in text and PROBLEMS[0].ground_truth["names"][0] in text

@@ -35,7 +35,7 @@ def test_problems_answers_and_no_traces(name):
     for p in problems:
         assert s(name, p.answer, p.ground_truth) == 1.0
         assert fn(p.answer, {"answer": p.answer, "metadata": {}}) == 1.0
-        assert task.prompt(p, "compact")[0]["content"].isascii()
+        assert task.prompt(p, "compact").text.isascii()
     with pytest.raises(TaskError, match="RL-only"):
         task.trace(problems[0], 0, "compact", random.Random(0))
     with pytest.raises(TaskError, match="RL-only"):

@@ -1,7 +1,7 @@
 """Tasks: reasoning-gym problems, k-backtrack traces, exact rewards, dataset builders.
 
     get_task(name) -> Task            TASKS (registered names)
-    score(data_source, completion, ground_truth) -> float in {0.0, 0.1, 1.0}
+    score(data_source, completion, ground_truth, prefill=None) -> float in {0.0, 0.1, 1.0}
     count_backtracks(data_source, completion) -> int
     validate_point(task_name, k, params)          raises TaskError in one line
     build_data(spec, out_dir) / build_traces(spec, data_dir, out_dir) / load_rows(path)
@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from .base import Problem, Task, TaskError
-from .data import build_data, build_traces, load_rows
+from .data import PREFILL_KEY, build_data, build_traces, load_rows
 from .registry import TASKS, get_task, register
 
 __all__ = ["Problem", "Task", "TaskError", "TASKS", "get_task", "register", "score",
@@ -31,10 +31,18 @@ def _ground_truth(ground_truth: Any) -> dict:
     return ground_truth
 
 
-def score(data_source: str, completion: str, ground_truth: str | dict) -> float:
-    """0.0 malformed, 0.1 well-formed but wrong, 1.0 correct. Never raises on any completion
-    (a bad data_source or ground truth is a bug upstream and raises TaskError)."""
-    return get_task(data_source).score(completion, _ground_truth(ground_truth))
+def score(data_source: str, completion: str, ground_truth: str | dict, prefill: str | None = None) -> float:
+    """0.0 malformed, 0.1 well-formed but wrong, 1.0 correct, with the authors' format rule on
+    `prefill + completion`. The prefill (the assistant part of the prompt, `prompts.Prompt`) is
+    the ground truth's "prefill" key, which the data stage writes into every row, unless given
+    here; a ground truth without one (a bare problem, a compact row) has none. Never raises on
+    any completion (a bad data_source, ground truth or prefill is a bug upstream: TaskError)."""
+    gt = dict(_ground_truth(ground_truth))
+    stored = gt.pop(PREFILL_KEY, "")
+    prefill = stored if prefill is None else prefill
+    if not isinstance(prefill, str):
+        raise TaskError(f"prefill must be a string, got {type(prefill).__name__}")
+    return get_task(data_source).score(completion, gt, prefill)
 
 
 def count_backtracks(data_source: str, completion: str) -> int:

@@ -1,5 +1,8 @@
 """Format checks and answer extraction shared by every task's reward, bounded in size and time.
 
+The format rule is the authors' (`extract_answer`); what is scored is the prefill (the assistant
+part of the prompt) followed by the completion, so a `<think>` prefilled by the prompt counts.
+
 Model outputs are untrusted: every helper here looks at a bounded prefix, uses only linear
 string operations (no backtracking regexes on unbounded input) and never raises on a string.
 """
@@ -12,60 +15,56 @@ import time
 from typing import Any, Callable, TypeVar
 
 MAX_COMPLETION_CHARS = 256 * 1024   # longer completions are malformed (score 0.0), unread
-MAX_ANSWER_CHARS = 4096             # an <answer> longer than this is malformed
+MAX_ANSWER_CHARS = 4096             # a longer answer is never correct (score 0.1), unparsed
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-_TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 
-# End-of-sequence markers a decoder may leave at the end of a completion.
-EOS_MARKERS = ("<|endoftext|>", "<|im_end|>", "</s>", "<eos>", "<|eot_id|>", "<|end_of_text|>")
-
-T = TypeVar("T")
+# The turn markers their scorer cuts at (verl/utils/reward_score/countdown.py:9-15 and every
+# sibling): "Assistant:" first (the `base` template), then "<|im_start|>assistant" (ChatML).
+ASSISTANT_MARKERS = ("Assistant:", "<|im_start|>assistant")
 
 
-def strip_trailing(text: str, max_rounds: int = 8) -> str:
-    """Drop trailing whitespace and end-of-sequence markers (a few rounds, bounded)."""
-    for _ in range(max_rounds):
-        new = text.rstrip()
-        for eos in EOS_MARKERS:
-            if new.endswith(eos):
-                new = new[: -len(eos)]
-                break
-        if new == text:
-            break
-        text = new
+def assistant_turn(text: str) -> str:
+    """The text after the first assistant-turn marker, as the authors' scorer cuts it; the whole
+    text when there is none (a `compact` prompt has no marker: the completion is the turn)."""
+    for marker in ASSISTANT_MARKERS:
+        i = text.find(marker)
+        if i >= 0:
+            return text[i + len(marker):]
     return text
 
 
-def split_think_answer(completion: Any, max_chars: int = MAX_COMPLETION_CHARS,
-                       max_answer_chars: int = MAX_ANSWER_CHARS) -> tuple[str, str] | None:
-    """The strict format: the whole completion is ``<think>T</think>\\n<answer>A</answer>``
-    (trailing whitespace / EOS allowed, nothing before ``<think>``), each tag exactly once.
-    Returns (T, A) or None when malformed."""
-    if not isinstance(completion, str) or len(completion) > max_chars:
+def extract_answer(completion: Any, prefill: str = "", max_chars: int = MAX_COMPLETION_CHARS) -> str | None:
+    """The authors' format rule on `prefill + completion` (the prefill is the assistant part of
+    the prompt, marker included, so a prefilled ``<think>`` counts). After the first assistant
+    marker: exactly one ``<think>`` and one ``</think>``, in that order, with non-blank text
+    between; exactly one ``<answer>`` and one ``</answer>``, in that order, the answer after
+    ``</think>``. Anything else (text before ``<think>``, between ``</think>`` and ``<answer>``,
+    after ``</answer>``) is free. Returns the stripped answer text, or None when malformed.
+    Linear in the input; inputs longer than `max_chars` are malformed unread."""
+    if not isinstance(completion, str) or not isinstance(prefill, str):
         return None
-    text = strip_trailing(completion)
-    if not text.startswith(THINK_OPEN) or not text.endswith(ANSWER_CLOSE):
+    if len(completion) + len(prefill) > max_chars:
         return None
-    for tag in _TAGS:
-        if text.count(tag) != 1:
-            return None
-    sep = THINK_CLOSE + "\n" + ANSWER_OPEN
-    mid = text.find(sep)
-    if mid < 0:
+    text = assistant_turn(prefill + completion)
+    if text.count(THINK_OPEN) != 1 or text.count(THINK_CLOSE) != 1:
         return None
-    think = text[len(THINK_OPEN):mid]
-    answer = text[mid + len(sep): -len(ANSWER_CLOSE)]
-    if len(answer) > max_answer_chars:
+    t0, t1 = text.find(THINK_OPEN), text.find(THINK_CLOSE)
+    if t0 > t1 or not text[t0 + len(THINK_OPEN):t1].strip():
         return None
-    return think, answer
+    if text.count(ANSWER_OPEN) != 1 or text.count(ANSWER_CLOSE) != 1:
+        return None
+    a0, a1 = text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)
+    if a0 > a1 or t1 > a0:
+        return None
+    return text[a0 + len(ANSWER_OPEN):a1].strip()
 
 
 def extract_tag(text: Any, tag: str, max_chars: int = MAX_COMPLETION_CHARS,
                 max_content: int = MAX_ANSWER_CHARS, last: bool = True) -> str | None:
     """Content of the last (or first) ``<tag>...</tag>`` in a bounded prefix of `text`, or None.
-    Lenient (for cross-checks and diagnostics); rewards use `split_think_answer`."""
+    Lenient (for cross-checks and diagnostics); rewards use `extract_answer`."""
     if not isinstance(text, str):
         return None
     text = text[:max_chars]

@@ -21,9 +21,17 @@ that fits every example is not a dead end; one that cannot be applied is not sho
     mv_r2 e1 e2 e3 ok</think>
     <answer>0008880000</answer>
 
-* ``paper``: each hypothesis in words, the example it fails and where.
+* ``paper``: the authors' wording and structure (reasoning_gym/arc/arc_1d.py:84-123 of their
+  fork): "Looking at these three examples. ", then per hypothesis its description (theirs,
+  `RULE_WORDS`), "Applying this rule to the test input, we get the output grid:" and the rule's
+  output for every example; a wrong rule ends "The outputs do not match the given example
+  outputs. Let's try to find another pattern.", the right one "The outputs match the given
+  example output. Let's apply this rule to the test input and obtain the answer.". Theirs take
+  three random other tasks as dead ends, which may fit every example; here a dead end always
+  visibly fails one.
 
-The answer is the output row, digits separated by spaces (reasoning-gym's format) or not.
+The answer is the output row, numbers separated by whitespace (the authors' check); the compact
+template also accepts the row as one digit string.
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from collections import Counter
 from typing import Any, Callable
 
 from .base import Problem, TaskError
-from .gym import COMPACT_BACKTRACK, PAPER_BACKTRACK, GymTask, finish, gt_error, int_list, pick
+from .gym import COMPACT_BACKTRACK, GymTask, finish, finish_paper, gt_error, int_list, pick
+from .prompts import Prompt, authors_prompt
+from .sudoku import check_filter_splits
 
 Row = list[int]
 MAX_ROW = 256
@@ -480,6 +490,141 @@ RULES.update({
 })
 
 
+# The authors' description of each rule (reasoning_gym/arc/arc_1d_tasks.py:2182-2374 of their
+# fork, the last element of each ARC_1D_TASKS entry), for the `paper` traces.
+def _move_words(n: int, d: str, wrapped: bool) -> str:
+    other = "left" if d == "right" else "right"
+    text = f"Let's try move all pixels to the {d} by {n} pixel{'s' if n > 1 else ''}"
+    return text + (f", and if it goes out of the array, wrap around the {other} of the array" if wrapped else "")
+
+
+RULE_WORDS: dict[str, str] = {}
+for _n in range(1, 5):
+    for _d in ("right", "left"):
+        RULE_WORDS[f"mv_{_d[0]}{_n}"] = _move_words(_n, _d, False)
+        RULE_WORDS[f"rot_{_d[0]}{_n}"] = _move_words(_n, _d, True)
+
+
+def _near(n: int) -> str:
+    return ("Let\u2019s first locate the dot (color 2) and the block (a group of same nonzero values \u2260 2). "
+            f"Let's move the block {n} step{'s' if n > 1 else ''} closer to the dot but not past it. If the block "
+            f"is on the left of the dot, we move it right by up to {n} step{'s' if n > 1 else ''} or until it's "
+            "adjacent to the dot. If it's on the right, we move it left similarly. The block\u2019s shape and "
+            "order stay unchanged, and the dot itself remains fixed in place.")
+
+
+RULE_WORDS.update({
+    "grav_l": "Let's first find all the zero elements in the array. Then let's move them to the right, while "
+              "moving all the non-zero elements to the left.",
+    "grav_r": "Let's first find all the zero elements in the array. Then let's move them to the left, while "
+              "moving all the non-zero elements to the right.",
+    "count_l": "Let\u2019s first count how many non-zero elements are present in the input array. Then, we replace "
+               "those non-zero elements with the number 1, keeping the same count. All remaining positions are "
+               "filled with 0s, pushing all the 1s to the left.",
+    "count_r": "Let\u2019s first count how many non-zero elements are present in the input array. Then, we replace "
+               "those non-zero elements with the number 1, keeping the same count. All remaining positions are "
+               "filled with 0s, pushing all the 1s to the right.",
+    "anti_r": "Let\u2019s first separate all the 1s and 2s in the array. All the 2s are \u201cheavier\u201d and move to "
+              "the left, while all the 1s are \u201clighter\u201d and move to the right. Let's fill the remaining "
+              "space in the middle with 0s.",
+    "anti_l": "Let\u2019s first separate all the 1s and 2s in the array. All the 2s are \u201cheavier\u201d and move to "
+              "the right, while all the 1s are \u201clighter\u201d and move to the left. Let's fill the remaining "
+              "space in the middle with 0s.",
+    "step_l": "Let\u2019s move each non-zero element one step to the left if the space to its left is 0. Let's do "
+              "this in order from left to right, so that only one step is allowed per element, and each element "
+              "only moves if the immediate position on its left is unoccupied.",
+    "step_r": "Let\u2019s move each non-zero element one step to the right if the space to its right is 0. Let's do "
+              "this in order from right to left, so that only one step is allowed per element, and each element "
+              "only moves if the immediate position on its right is unoccupied.",
+    "heavy_l": "Let\u2019s count how many 2s and how many 1s are in the array. Since color 2 is heavier than color 1, "
+               "we move all the 2s to the leftmost positions first. After that, we place all the 1s to the right "
+               "of the 2s. The remaining positions are filled with 0s.",
+    "heavy_r": "Let\u2019s count how many 2s and how many 1s are in the array. Since color 2 is heavier than color 1, "
+               "we move all the 2s to the rightmost positions first. After that, we place all the 1s to the left "
+               "of the 2s. The remaining positions are filled with 0s.",
+    "touch": "Let\u2019s first find the position of the dot (value 1) and the block (a sequence of non-zero, non-1 "
+             "values). Then let's try moving the block to directly touch the dot without overlapping it. If the "
+             "block is to the left of the dot, we shift it right so its right end is adjacent to the dot. If the "
+             "block is to the right of the dot, we shift it left so its left end touches the dot.",
+    "near1": _near(1), "near2": _near(2), "near3": _near(3), "near4": _near(4),
+    "scale": "Let\u2019s first locate the dot (color 2) and the block (a sequence of identical non-zero values "
+             "different from 2). Let's try scale the block, so that it stretches just enough to touch the dot. "
+             "Let's try to keep one end of the block fixed in its original position, and only the opposite end "
+             "extends or contracts to reach the dot. If the block is on the left of the dot, it grows rightward. "
+             "If it's on the right, it grows leftward. Let's try to keep the dot\u2019s position unchanged.",
+    "denoise": "Let\u2019s first identify the main block \u2014 a group of consecutive cells with the same color. It "
+               "looks like the block is surrounded by noise: individual pixels of the same color placed away from "
+               "the block. Let's try remove all the pixels by setting them to 0.",
+    "majority": "Let\u2019s first find the main block \u2014 a long sequence of the same color. Looking at this block, "
+                "some pixels may be corrupted by noise: values that are different from the block\u2019s color. "
+                "Let's try to clean up this block by replacing any mismatched values back to the correct block "
+                "color, while leaving the rest of the array unchanged.",
+    "own": "Let\u2019s first identify a block of sequence of identical non-zero values. Let's move this block to "
+           "the right by a distance equal to its own size.",
+    "fill2": "Let\u2019s first find the two positions in the array that share the same non-zero color. Then let's "
+             "try to fill the pixels between them all with that same color.",
+    "hollow": "Let's first find the endpoints of a block of the same color. Then let's try to remove all colors "
+              "by changing them to 0 in between the endpoints.",
+    "dots": "Let\u2019s start by identifying the original block pattern at the beginning of the array and the dot "
+            "positions, which are marked with a single pixel of the same color. For every dot, let's insert a "
+            "full copy of the block centered around it (with equal length to the original block), ensuring that "
+            "the inserted blocks do not overlap and match the original pattern.",
+    "repeat": "Let\u2019s first extract the repeating pattern from the beginning of the array \u2014 the same "
+              "sequence appears twice in a row. This defines the base pattern. Let's keep copying this pattern "
+              "over and over until the entire array is filled. If there\u2019s not enough space for a full "
+              "repetition at the end, let's copy as many elements from the beginning of the pattern as will fit.",
+    "flip": "Let\u2019s first find a block of sequence of repeated values with a distinct border pixel at either "
+            "the left or right end. Let's reflects the entire block in place, so the leftmost and rightmost "
+            "elements switch sides, and the order of all values in the block is flipped.",
+    "mirror": "Let's try to locate a dot of color 2 and a block of a sequence of same-colored values that appears "
+              "entirely to the left or right of the dot. Let't reflect the block across the dot, as if the dot "
+              "were a mirror.",
+    "paint": "Let\u2019s identify all the blocks of sequences of two or more adjacent cells with the same color that "
+             "is not 0. Let's then find the largest block (the one with the most consecutive cells). If there\u2019s "
+             "only one block of that maximum size, let's try to repaint it with a new color 1, while keeping all "
+             "other blocks unchanged.",
+    "size12": "Let\u2019s first try to find the two blocks of sequences of color 3, separated by at least one zero. "
+              "Let's try to compare the sizes, and pain recolor the larger block to color 1, and recolor the "
+              "smaller block to 2.",
+    "five": "Let\u2019s go through the array and look for all non-zero values, and recolor them to 5.",
+    "palette": "Let\u2019s first extract the color palette at the beginning of the array \u2014 each value represents "
+               "a distinct color. Then let's look for several blocks of color 5 of the same length. Let's recolor "
+               "each block using the corresponding color in the color palette.",
+    "half": "Let\u2019s identify all the blocks of sequences of consecutive 2s separated by gaps. Then let's try to "
+            "recolor the left half of each block to 8, and try to keep the right half unchanged.",
+    "sort": "Let\u2019s identify all the blocks of sequences of the same color separated by gaps of 0s. Let's sort "
+            "the blocks by size in ascending order, and reassemble them from left to right in that order. Let's "
+            "try to place one 0 in between the block.",
+    "seeds": "Let\u2019s identify the main block of sequence of 1s, and one or two seed pixels placed some fixed "
+             "distance away from the block. If the seed is on the left, let's replicate the block leftward toward "
+             "the array\u2019s start, repeating it with gaps until it hits the edge. If the seed is on the right, "
+             "let's do the same but to the right.",
+    "spill": "Let's first try to identify a single colored value placed either directly before or after a larger "
+             "block of different color, and that is the seed pixel. If the seed is on the left of the block, let's "
+             "spread the seed color leftward from the seed position to the beginning of the array. If the seed is "
+             "on the right, it fills rightward to the end.",
+    "mark2": "If a block has exactly size 2, we mark it by placing a special marker color (3) in the cells "
+             "immediately before and after it (if within bounds).",
+    "collide": "Let\u2019s locate the side marker (5), which determines the direction of filling: left-to-right if at "
+               "the start, or right-to-left if at the end. We also find several colored pixels scattered in the "
+               "array. These pixels act as color sources, and each one fills the empty (0) space from the previous "
+               "fill boundary up to its position. The fill proceeds in order \u2014 either left-to-right or "
+               "right-to-left \u2014 and each region between color sources is filled with the current pixel\u2019s "
+               "color, stopping just before the next one.",
+})
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def authors_question(gt: dict) -> str:
+    """The question of the authors' fork (reasoning_gym/arc/arc_1d.py:128-142: reasoning-gym's
+    later "Describe how you derived the rule ..." sentence is commented out there)."""
+    q = "Find the common rule that maps an input grid to an output grid, given the examples below.\n\n"
+    for i, ex in enumerate(gt["train"], 1):
+        q += f"Example {i}:\nInput:  {_row(ex['input'])}\nOutput: {_row(ex['output'])}\n\n"
+    q += "Below is a test input grid. Predict the corresponding output grid by applying the rule you found.\n"
+    return q + "Input:\n" + _row(gt["test_input"])
+
+
 def rule_of(task_name: str) -> str | None:
     """The rule id of a reasoning-gym arc_1d task name."""
     for d in ("right", "left"):
@@ -558,7 +703,9 @@ class Arc1DTask(GymTask):
     name = "arc_1d"
     dataset = "arc_1d"
     backtrack_sft = True
-    OWN_PARAMS = {"min_dead_ends": 5}
+    OWN_PARAMS = {"min_dead_ends": 5, "filter_splits": ["sft", "train", "val", "test"]}
+    FILTER_PARAMS = {"min_dead_ends": 0}
+    PAPER_MARKERS = ("The outputs do not match the given example outputs.",)
     ANSWER_EXAMPLE = "0 0 3 3 3 0 0 0"
 
     def check_own(self, params: dict[str, Any]) -> None:
@@ -566,6 +713,7 @@ class Arc1DTask(GymTask):
             raise TaskError(f"arc_1d: parameter min_dead_ends must be >= 0, got {params['min_dead_ends']}")
         if params.get("max_size", 30) > MAX_ROW:
             raise TaskError(f"arc_1d: parameter max_size must be <= {MAX_ROW}, got {params['max_size']}")
+        check_filter_splits(self.name, params)
 
     def max_k(self, params: dict[str, Any]) -> int:
         self.validate_params(params)
@@ -591,7 +739,7 @@ class Arc1DTask(GymTask):
         dead = len(dead_ends(gt))
         if dead < self.own(params)["min_dead_ends"]:
             return None
-        return Problem(question=item["question"], answer=_row(gt["test_output"]), ground_truth=gt,
+        return Problem(question=authors_question(gt), answer=_row(gt["test_output"]), ground_truth=gt,
                        metadata={"task_name": md["task_name"], "dead_ends": dead,
                                  "difficulty": md.get("difficulty")})
 
@@ -617,6 +765,15 @@ class Arc1DTask(GymTask):
         lines = [f"{_row(e['input'], '')}>{_row(e['output'], '')}" for e in gt["train"]]
         return "\n".join(lines + [f"{_row(gt['test_input'], '')}>"]) + "\n"
 
+    def authors_prompt(self, problem: Problem, template: str) -> Prompt:
+        """reasoning-gym/arc_1d.py:25-42 of their fork."""
+        ex = "For example <answer> 1 3 5 7 </answer>."
+        return authors_prompt(
+            template, problem.question, sep="\n",
+            think=("Show your work in <think> </think> tags, and return the answer in <answer> </answer> tags "
+                   f"with space between each number. {ex}"),
+            plain=f"Return the answer in <answer> </answer> tags with space between each number. {ex}")
+
     # ---- traces
     def max_backtracks(self, problem: Problem) -> int:
         return len(dead_ends(self.parse_gt(problem.ground_truth)))
@@ -638,32 +795,33 @@ class Arc1DTask(GymTask):
                 lines.append(f"{rule}{ok} e{e + 1}@{pos + 1}:{got}!={want}{COMPACT_BACKTRACK}")
             lines.append(right + "".join(f" e{i + 1}" for i in range(n_ex)) + " ok")
             return finish("\n".join(lines), _row(answer, ""))
-        out = ["I look for one rule that turns every example input into its output, then apply it "
-               "to the test input."]
-        for rule, (e, pos, got, want) in chosen:
-            out.append(f"Hypothesis: {RULES[rule][1]}.")
-            for i in range(e):
-                out.append(f"Example {i + 1}: it gives the expected output.")
-            pred = apply(rule, gt["train"][e]["input"])
-            out.append(f"Example {e + 1}: it gives {_row(pred)}, but the output is "
-                       f"{_row(gt['train'][e]['output'])}. They differ at position {pos + 1} "
-                       f"({got} instead of {want}).")
-            out.append(f"{PAPER_BACKTRACK} and try another rule.")
-        out.append(f"Hypothesis: {RULES[right][1]}.")
-        for i in range(n_ex):
-            out.append(f"Example {i + 1}: it gives the expected output.")
-        out.append(f"The rule fits every example. Applied to the test input {_row(gt['test_input'])} "
-                   f"it gives {_row(answer)}.")
-        return finish("\n" + "\n".join(out) + "\n", _row(answer))
+        def outputs(rule: str) -> str:
+            text = f"{RULE_WORDS[rule]} Applying this rule to the test input, we get the output grid:\n"
+            for i, ex in enumerate(gt["train"], 1):
+                got = apply(rule, ex["input"])
+                text += f"Example {i}: " + (_row(got) if got is not None else
+                                            "the described transformation is impossible to be applied to this example") + "\n"
+            return text
+
+        think = f"Looking at these {NUMBER_WORDS.get(n_ex, str(n_ex))} examples. "
+        for rule, _ in chosen:
+            think += outputs(rule) + ("The outputs do not match the given example outputs. "
+                                      "Let's try to find another pattern.\n\n")
+        think += outputs(right) + ("The outputs match the given example output. Let's apply this rule to the "
+                                   "test input and obtain the answer.\n")
+        return finish_paper(think, _row(answer))
 
     # ---- reward
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
+        """The authors' check (verl/utils/reward_score/arc_1d.py:69-79): the answer's
+        whitespace-separated numbers equal the output row. `compact` also accepts the row as one
+        digit string."""
         want = gt["test_output"]
         if len(answer) > 4 * len(want) + 16:
             return False
         cells = answer.split()
-        if len(cells) == 1 and len(cells[0]) == len(want):
+        if compact and len(cells) == 1 and len(cells[0]) == len(want):
             cells = list(cells[0])
-        if len(cells) != len(want) or not all(len(c) == 1 and c.isdigit() and c.isascii() for c in cells):
+        if len(cells) != len(want) or not all(c.isascii() and c.isdigit() and len(c) <= 4 for c in cells):
             return False
         return [int(c) for c in cells] == want

@@ -1,6 +1,7 @@
 """A small, bounded arithmetic parser for model answers (never `eval`, never `ast`).
 
-Grammar (ASCII only, spaces and tabs ignored between tokens)::
+Grammar (ASCII only, ASCII whitespace ignored between tokens, as the authors' countdown check
+allows `\\s` between them: verl/utils/reward_score/countdown.py:75)::
 
     expr   := term (('+' | '-') term)*
     term   := factor (('*' | '/') factor)*
@@ -24,7 +25,7 @@ MAX_NUMBERS = 64     # integer literals in one expression
 
 _DIGITS = frozenset("0123456789")
 _OPS = frozenset("+-*/")
-_SPACE = frozenset(" \t")
+_SPACE = frozenset(" \t\n\r\f\v")
 
 
 class ArithError(ValueError):

@@ -27,6 +27,7 @@ class Problem:
 class Task(ABC):
     name: str = ""
     backtrack_sft: bool = True     # False for RL-only tasks
+    PAPER_MARKERS: tuple[str, ...] = ()   # the phrase a `paper` dead end says once (highlighting, counts)
 
     @abstractmethod
     def generate(self, size: int, seed: int, params: dict[str, Any]) -> list[Problem]:
@@ -37,14 +38,17 @@ class Task(ABC):
         """Identity of a problem, used to keep the splits disjoint."""
 
     @abstractmethod
-    def prompt(self, problem: Problem, template: str) -> list[dict[str, str]]:
-        """Chat messages for `template` in {compact, base, qwen-instruct, baseline}."""
+    def prompt(self, problem: Problem, template: str):
+        """The `prompts.Prompt` for `template` in {compact, base, qwen-instruct, baseline}: its
+        exact text and its prefill (`reasoning360.tasks.prompts`)."""
 
     @abstractmethod
     def trace(self, problem: Problem, k: int, style: str, rng: random.Random) -> str:
-        """A completion `<think>...</think>\\n<answer>...</answer>` with exactly k distinct
-        dead ends, each ending in an explicit backtrack, then the solution.
-        Raises TaskError when the problem cannot supply k distinct dead ends."""
+        """A completion from its own `<think>` to `</answer>` with exactly k distinct dead ends,
+        each ending in an explicit backtrack, then the solution (`compact`:
+        `<think>...</think>\\n<answer>...</answer>`; `paper`: the authors' wording, ending
+        `</think>\\n\\n<answer>...</answer>`). Raises TaskError when the problem cannot supply
+        k distinct dead ends."""
 
     @abstractmethod
     def max_backtracks(self, problem: Problem) -> int:
@@ -60,10 +64,16 @@ class Task(ABC):
     def validate_params(self, params: dict[str, Any]) -> None:
         """Raise TaskError naming a generator parameter the task does not accept."""
 
+    def split_params(self, params: dict[str, Any], split: str) -> dict[str, Any]:
+        """The generator parameters of one split (sft, train, val, test): a task whose SFT split
+        needs more (dead-end filters) or another problem set narrows the others here."""
+        return params
+
     @abstractmethod
-    def score(self, completion: str, ground_truth: dict[str, Any]) -> float:
-        """0.0 malformed, 0.1 well-formed but wrong, 1.0 correct. Bounded in time and size;
-        never raises on any string."""
+    def score(self, completion: str, ground_truth: dict[str, Any], prefill: str = "") -> float:
+        """0.0 malformed, 0.1 well-formed but wrong, 1.0 correct, on `prefill + completion`
+        (the authors' format rule, `answer.extract_answer`). Bounded in time and size; never
+        raises on any string."""
 
     @abstractmethod
     def count_backtracks(self, completion: str) -> int:

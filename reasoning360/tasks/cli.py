@@ -22,10 +22,11 @@ from typing import Any, NoReturn
 
 import yaml
 
+from .prompts import TEMPLATES
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SPLITS = ("sft", "train", "val", "test")
 SCALES = ("cpu", "paper")
-TEMPLATES = ("compact", "base", "qwen-instruct", "baseline")
 STYLES = ("compact", "paper")
 
 
@@ -59,6 +60,8 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
                         help="output directory (default: data/TASK-kK)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override one generator setting (YAML value); repeatable")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes that generate (default 1; the CPUs you give the job)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -117,6 +120,11 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
     style = args.trace_style or defaults["trace_style"]
     if style not in STYLES:
         raise _Usage(f"--trace_style: expected one of {', '.join(STYLES)}, got {style!r}")
+    if style == "compact" and template != "compact" and task.backtrack_sft:
+        raise _Usage(f"--trace_style: compact traces need --template_type compact (got {template}); "
+                     "the paper templates take paper traces")
+    if args.workers < 1:
+        raise _Usage(f"--workers: must be >= 1, got {args.workers}")
     out = Path(args.local_dir or f"data/{args.task}" + (f"-k{k}" if task.backtrack_sft else ""))
     if out.exists() and not out.is_dir():
         raise _Usage(f"--local_dir: {out} exists and is not a directory")
@@ -138,12 +146,12 @@ def cmd_data(args: argparse.Namespace) -> int:
             "template": r["template"], "seed": r["seed"]}
     try:
         r["out"].mkdir(parents=True, exist_ok=True)
-        summary = build_data(spec, r["out"], show_progress=show)
+        summary = build_data(spec, r["out"], show_progress=show, workers=args.workers)
         traces = None
         if r["backtrack_sft"] and r["sizes"]["sft"] > 0:
             traces = build_traces({"kind": "traces", "task": r["task"], "data": str(r["out"]), "k": r["k"],
                                    "style": r["style"], "seed": r["seed"]}, r["out"], r["out"],
-                                  show_progress=show)
+                                  show_progress=show, workers=args.workers)
     except TaskError as e:
         print(f"r360 data: {e}", file=sys.stderr)
         return 1

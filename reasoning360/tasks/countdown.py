@@ -1,32 +1,40 @@
 """Countdown: combine the given numbers with + - * / into the target, each number used once.
 
-Problems come from reasoning-gym's `countdown` generator. Traces come from a search program:
-a move picks two numbers x >= y of the current list and replaces them by x+y, x-y, x*y or x/y
-(exact division, y != 0), so every intermediate is a non-negative integer; a complete path
-(one number left) that differs from the target is a dead end. A k-backtrack trace shows k
-distinct dead ends (in DFS enumeration order), each stating its result, comparing it with the
-target and ending in an explicit backtrack marker, then the solution path and its answer.
+Problems come from two sets. `reasoning_gym`: reasoning-gym's `countdown` generator, what the
+authors' SFT problems are (reasoning-gym/countdown.py, gen_test.sh: --sft_size=76800, 4-6
+numbers in 1-100, targets 100-999). `tinyzero`: TinyZero's 3-4-number tasks, which their RL and
+test runs read ("cd-tz" in their logs; their countdown reward needs TinyZero's
+{"target", "numbers"} ground truth: verl/utils/reward_score/countdown.py:96-97), regenerated here
+with the Stream-of-Search distribution that produced that set (3 or 4 numbers in 1-99, a target in
+10-100, resampled until solvable), because the published set is a hub download. Which set the RL
+and test splits draw is `rl_problem_set`; the SFT split always draws reasoning_gym.
 
-Two renderings of one search:
+Traces come from a search program: a move picks two numbers x >= y of the current list and
+replaces them by x+y, x-y, x*y or x/y (exact division), so every intermediate is a non-negative
+integer; a complete path (one number left) that differs from the target is a dead end. A
+k-backtrack trace shows k distinct dead ends, then the solution path and its answer.
 
-* ``compact`` (the tiny character model)::
+* ``compact`` (the tiny character model): dead ends in DFS order, each stating its result::
 
     <think>12+7=19,19-3=16!=22^
     12+3=15,15+7=22==22</think>
     <answer>(12+3)+7</answer>
 
-* ``paper`` (Stream-of-Search wording as in the published countdown traces)::
+* ``paper`` (the authors' wording and structure, create_backtrack_datasets.py:50-80 of their
+  fork): a dead end continues a correct prefix of the solution with wrong steps, dead ends in
+  order of the step where they leave the solution::
 
-    <think>
-    Current State: 22:[3, 7, 12], Operations: []
-    Exploring Operation: 12+7=19, Resulting Numbers: [3, 19]
-    ...
-    16,22 unequal: No Solution
-    This doesn't work, go back to Node #0,4.
-    ...
-    22,22 equal: Goal Reached
+    <think>Step 1: 12 + 7 = 19. Step 2: 19 - 3 = 16. Wait, this doesn't lead to the correct
+    solution. Let me restart.
+    Step 1: 12 + 3 = 15. Step 2: 15 * 7 = 105. Wait, this doesn't lead to the correct solution.
+    105 is not the correct answer. Let me go back to step 1 and keep thinking from there.
+    Step 2: 15 + 7 = 22. This matches the problem statement. This is the solution.
     </think>
-    <answer>(12+3)+7</answer>
+
+    <answer>(12 + 3) + 7</answer>
+
+  Theirs mutate one solution chain and may repeat a dead end or end it on the target; here
+  every dead end is a distinct path that misses the target, chosen by a seeded rng.
 """
 
 from __future__ import annotations
@@ -36,32 +44,50 @@ import itertools
 import random
 from typing import Any, Iterator
 
-from .answer import call_with_timeout, count_markers, split_think_answer
+from .answer import MAX_ANSWER_CHARS, call_with_timeout, count_markers, extract_answer
 from .arith import ArithError, evaluate
 from .base import Problem, Task, TaskError
+from .prompts import PREFILL, SYSTEM_THINKS, Prompt, authors_prompt, base, chatml, compact
 
 OPS = "+-*/"
 COMPACT_BACKTRACK = "^"
-PAPER_BACKTRACK = "This doesn't work, go back"
+PAPER_BACKTRACK = "Wait, this doesn't lead to the correct solution."
 STYLES = ("compact", "paper")
-TEMPLATES = ("compact", "base", "qwen-instruct", "baseline")
+PROBLEM_SETS = ("reasoning_gym", "tinyzero")
+TINYZERO_KEYS = ("min_numbers", "max_numbers", "min_value", "max_value", "min_target", "max_target")
+OWN_PARAMS = ("rl_problem_set", "tinyzero", "problem_set")   # problem_set: set by split_params
 
 EXHAUSTIVE_MAX_NUMBERS = 4     # up to 4 numbers (<= 1,152 paths) every path is enumerated
 COUNT_CAP = 10_000             # max_backtracks stops counting here
 SOLVE_BUDGET = 200_000         # node expansions for the solution search on big instances
+TINYZERO_TRIES = 1000          # number draws per tinyzero item before the item is skipped
 
-SYSTEM_PROMPT = ("You are a helpful assistant. You first think about the reasoning process in the "
-                 "mind and then provide the user with the answer.")
-BASE_PREAMBLE = ("A conversation between User and Assistant. The user asks a question, and the "
-                 "Assistant solves it. The assistant first thinks about the reasoning process in "
-                 "the mind and then provides the user with the answer.")
+# The question of the authors' reasoning-gym fork (reasoning_gym/games/countdown.py:11-18, 55-59):
+# one of three wordings, then the format instructions.
+RG_QUESTIONS = (
+    "Using the numbers {numbers}, create an expression that equals {target}.\nYou can only use each number once.",
+    "Find a way to make {target} using some or all of these numbers: {numbers}.\nEach number can only be used once.",
+    "Calculate {target} using the numbers {numbers}.\nEach number may be used at most once.",
+)
+RG_FORMAT = ("{question}\nFinal answer format instructions:\n1. Provide your solution as a arithmetic "
+             "expression (no '=' sign).\n2. Do not include the target number in the expression.\n"
+             "3. Use '*' for multiplication.\n4. Use '/' for division.\n5. Do not include any other "
+             "text or formatting.\n")
+# reasoning-gym/countdown.py:30,36,40 (qwen-instruct / base / baseline) and TinyZero's
+# examples/data_preprocess/countdown.py:60,65.
+THINK = ("Show your work in <think> </think> tags. And return the final answer in <answer> </answer> "
+         "tags, for example <answer> (1 + 2) / 3 </answer>.")
+PLAIN = "Return the final answer in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
 
 
-def _task_text(numbers: list[int], target: int) -> str:
-    return (f"Using the numbers {numbers}, create an equation that equals {target}. You can use "
-            "basic arithmetic operations (+, -, *, /) and each number can only be used once. "
-            "Show your work in <think> </think> tags. And return the final answer in "
-            "<answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>.")
+def rg_question(numbers: list[int], target: int, rng: random.Random) -> str:
+    q = rng.choice(RG_QUESTIONS).format(numbers=", ".join(map(str, numbers)), target=target)
+    return RG_FORMAT.format(question=q)
+
+
+def tinyzero_question(numbers: list[int], target: int) -> str:
+    return (f"Using the numbers {numbers}, create an equation that equals {target}. You can use basic "
+            "arithmetic operations (+, -, *, /) and each number can only be used once.")
 
 
 # ---------------------------------------------------------------- search
@@ -211,65 +237,114 @@ def solve(numbers: list[int], target: int, rng: random.Random | None = None,
 
 # ---------------------------------------------------------------- rendering
 
-def _fmt_list(values) -> str:
-    return "[" + ", ".join(str(v) for v in values) + "]"
-
-
 def render_compact(target: int, dead_ends: list[Path], solution: Path, answer: str) -> str:
     lines = [f"{p.ops}!={target}{COMPACT_BACKTRACK}" for p in dead_ends]
     lines.append(f"{solution.ops}=={target}")
     return "<think>" + "\n".join(lines) + "</think>\n<answer>" + answer + "</answer>"
 
 
-def _shared(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """Length of the common prefix, leaving at least one move of `b` to explore."""
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Length of the common prefix of two move sequences."""
     n = 0
-    while n < min(len(a), len(b) - 1) and a[n] == b[n]:
+    while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
 
 
-def render_paper(numbers: list[int], target: int, dead_ends: list[Path], solution: Path,
-                 answer: str) -> str:
-    out = ["<think>"]
-    root = _initial(numbers)
+def step_text(step: Step) -> str:
+    """One step as the authors write it (reasoning_gym/games/countdown.py:159 of their fork)."""
+    return f"{step.x} {step.op} {step.y} = {step.r}"
 
-    def state_line(state: State, ops: list[str]) -> str:
-        return (f"Current State: {target}:{_fmt_list(v for v, _ in state)}, "
-                f"Operations: {ops!r}")
 
-    def node_id(order: tuple[int, ...]) -> str:
-        return "#" + ",".join(["0", *map(str, order)])
+def spaced(expr: str) -> str:
+    """An answer expression with spaces around the operators, as their combined_solution."""
+    return "".join(f" {c} " if c in OPS else c for c in expr)
 
-    attempts = [*dead_ends, solution]
-    for a, path in enumerate(attempts):
-        # resume from the deepest node shared with the previous attempt
-        common = _shared(attempts[a - 1].order, path.order) if a else 0
-        state = root
-        for d in range(common):
-            state = _moves(state)[path.order[d]][1]
-        ops = [str(s) for s in path.steps[:common]]
-        out.append(state_line(state, ops))
-        for d in range(common, len(path.order)):
-            step, child = _moves(state)[path.order[d]]
-            ops.append(str(step))
-            out.append(f"Exploring Operation: {step}, Resulting Numbers: "
-                       f"{_fmt_list(v for v, _ in child)}")
-            state = child
-            if len(state) == 1:
-                verdict = "equal: Goal Reached" if step.r == target else "unequal: No Solution"
-                out.append(f"{step.r},{target} {verdict}")
-            else:
-                nid = node_id(path.order[: d + 1])
-                out.append(f"Generated Node {nid}: {target}:{_fmt_list(v for v, _ in state)} "
-                           f"Operation: {step}")
-                out.append(f"Moving to Node {nid}")
-                out.append(state_line(state, ops))
-        if a < len(attempts) - 1:
-            back = node_id(path.order[: _shared(path.order, attempts[a + 1].order)])
-            out.append(f"{PAPER_BACKTRACK} to Node {back}.")
-    out.append("</think>")
-    return "\n".join(out) + "\n<answer>" + answer + "</answer>"
+
+def render_paper(target: int, dead_ends: list[tuple[int, Path]], solution: Path, answer: str) -> str:
+    """The authors' trace (create_backtrack_datasets.py:50-80): dead ends (depth, path) sorted by
+    the step where they leave the solution; the correct steps up to there are written once."""
+    sol = [step_text(s) for s in solution.steps]
+    out: list[str] = []
+    cur = 0
+    for depth, path in dead_ends:
+        for i in range(cur, depth):
+            out.append(f"Step {i + 1}: {sol[i]}. ")
+        cur = max(cur, depth)
+        for j in range(depth, len(path.steps)):
+            out.append(f"Step {j + 1}: {step_text(path.steps[j])}. ")
+        if cur == 0:
+            out.append(f"{PAPER_BACKTRACK} Let me restart.\n")
+        else:
+            out.append(f"{PAPER_BACKTRACK} {path.final} is not the correct answer. Let me go back to "
+                       f"step {cur} and keep thinking from there.\n")
+    for i in range(cur, len(sol)):
+        out.append(f"Step {i + 1}: {sol[i]}. ")
+    out.append("This matches the problem statement. This is the solution.\n</think>\n\n<answer>"
+               + answer + "</answer>")
+    return "<think>" + "".join(out)
+
+
+def _complete(numbers: list[int], order: tuple[int, ...], rng: random.Random) -> Path:
+    """`order` continued with random moves to a complete path."""
+    vals, out = tuple(numbers), list(order)
+    for idx in order:
+        i, j, *_, r = _value_moves(vals)[idx]
+        vals = tuple(v for t, v in enumerate(vals) if t != i and t != j) + (r,)
+    while len(vals) > 1:
+        moves = _value_moves(vals)
+        idx = rng.randrange(len(moves))
+        i, j, *_, r = moves[idx]
+        out.append(idx)
+        vals = tuple(v for t, v in enumerate(vals) if t != i and t != j) + (r,)
+    return _replay(numbers, tuple(out))
+
+
+def paper_dead_ends(numbers: list[int], target: int, solution: Path, k: int,
+                    rng: random.Random) -> list[tuple[int, Path]]:
+    """k distinct dead ends as (depth, path): the path follows the solution for `depth` steps and
+    leaves it at the next. Like the authors' generator, a depth is drawn uniformly first
+    (start_step = randint(0, steps - 1): reasoning_gym/games/countdown.py:331), then a path."""
+    m = len(solution.order)
+    chosen: list[tuple[int, Path]] = []
+    if len(numbers) <= EXHAUSTIVE_MAX_NUMBERS:
+        pools: dict[int, list[Path]] = {}
+        for p in iter_paths(numbers):
+            if p.final != target:
+                pools.setdefault(_common(p.order, solution.order), []).append(p)
+        if k > sum(len(v) for v in pools.values()):
+            raise TaskError(f"countdown: k={k} but {numbers} -> {target} has only "
+                            f"{sum(len(v) for v in pools.values())} distinct dead ends")
+        for _ in range(k):
+            depth = rng.choice(sorted(d for d, v in pools.items() if v))
+            chosen.append((depth, pools[depth].pop(rng.randrange(len(pools[depth])))))
+    else:
+        seen: set[tuple[int, ...]] = set()
+        for _ in range(200 + 50 * k):
+            if len(chosen) >= k:
+                break
+            depth = rng.randrange(m)
+            vals = tuple(numbers)
+            for idx in solution.order[:depth]:
+                i, j, *_, r = _value_moves(vals)[idx]
+                vals = tuple(v for t, v in enumerate(vals) if t != i and t != j) + (r,)
+            others = [i for i in range(len(_value_moves(vals))) if i != solution.order[depth]]
+            p = _complete(numbers, solution.order[:depth] + (rng.choice(others),), rng)
+            if p.final == target or p.order in seen:
+                continue
+            seen.add(p.order)
+            chosen.append((depth, p))
+        if len(chosen) < k:            # sampling fell short: the first ones in DFS order
+            for p in iter_paths(numbers):
+                if len(chosen) >= k:
+                    break
+                if p.final != target and p.order not in seen:
+                    seen.add(p.order)
+                    chosen.append((_common(p.order, solution.order), p))
+        if len(chosen) < k:
+            raise TaskError(f"countdown: k={k} exceeds the distinct dead ends of {numbers} -> {target}")
+    chosen.sort(key=lambda t: t[0])       # stable: equal depths keep their drawn order
+    return chosen
 
 
 # ---------------------------------------------------------------- the task
@@ -283,44 +358,74 @@ def _ground_truth(gt: Any) -> tuple[list[int], int]:
     raise TaskError(f"countdown: malformed ground truth {str(gt)[:200]!r}")
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class CountdownTask(Task):
     name = "countdown"
     backtrack_sft = True
+    PAPER_MARKERS = (PAPER_BACKTRACK,)           # one per dead end of a paper trace
 
     # ---- problems
     def validate_params(self, params: dict[str, Any]) -> None:
         from reasoning_gym.games.countdown import CountdownConfig
 
-        known = {f.name for f in dataclasses.fields(CountdownConfig)} - {"seed", "size"}
+        if not isinstance(params, dict):
+            raise TaskError(f"countdown: params must be a mapping, got {params!r}")
+        known = ({f.name for f in dataclasses.fields(CountdownConfig)} - {"seed", "size"}) | set(OWN_PARAMS)
         for key in params:
             if key not in known:
                 raise TaskError(f"countdown: unknown parameter {key!r} (known: {', '.join(sorted(known))})")
-        for key, v in params.items():
+        for key in ("rl_problem_set", "problem_set"):
+            if key in params and params[key] not in PROBLEM_SETS:
+                raise TaskError(f"countdown: parameter {key} must be one of {', '.join(PROBLEM_SETS)}, "
+                                f"got {params[key]!r}")
+        if params.get("rl_problem_set") == "tinyzero" or params.get("problem_set") == "tinyzero":
+            tz = params.get("tinyzero")
+            if not isinstance(tz, dict) or set(tz) != set(TINYZERO_KEYS) or not all(_int(v) for v in tz.values()):
+                raise TaskError(f"countdown: parameter tinyzero must map {', '.join(TINYZERO_KEYS)} to "
+                                f"integers (the tinyzero problem set), got {tz!r}")
+            if not (2 <= tz["min_numbers"] <= tz["max_numbers"] <= EXHAUSTIVE_MAX_NUMBERS
+                    and 1 <= tz["min_value"] <= tz["max_value"] and 1 <= tz["min_target"] <= tz["max_target"]):
+                raise TaskError(f"countdown: parameter tinyzero needs 2 <= min_numbers <= max_numbers <= "
+                                f"{EXHAUSTIVE_MAX_NUMBERS} and min <= max, got {tz}")
+        rg = {k: v for k, v in params.items() if k not in OWN_PARAMS}
+        for key, v in rg.items():
             if key in ("operators", "shuffle"):
                 continue
-            if isinstance(v, bool) or not isinstance(v, int):
+            if not _int(v):
                 raise TaskError(f"countdown: parameter {key} must be an integer, got {v!r}")
         try:
-            CountdownConfig(**params).validate()
+            CountdownConfig(**rg).validate()
         except AssertionError as e:
             raise TaskError(f"countdown: bad parameters {params}: {e}") from None
+
+    def split_params(self, params: dict[str, Any], split: str) -> dict[str, Any]:
+        """The SFT split draws reasoning-gym problems (the authors' SFT set); the RL and test
+        splits draw `rl_problem_set`."""
+        pset = "reasoning_gym" if split == "sft" else params.get("rl_problem_set", "reasoning_gym")
+        return {**params, "problem_set": pset}
 
     def max_k(self, params: dict[str, Any]) -> int:
         """Every instance with n numbers has >= 3^(n-2) distinct dead ends: each state offers at
         least 3 distinct operations (+ - * on one pair) and at most 2 of the final operations of a
-        path can hit the target; n = min_numbers."""
+        path can hit the target; n = min_numbers of the SFT (reasoning-gym) problems."""
         self.validate_params(params)
         n = int(params.get("min_numbers", 4))
         return min(3 ** (n - 2), COUNT_CAP)
 
     def generate(self, size: int, seed: int, params: dict[str, Any]) -> list[Problem]:
-        import reasoning_gym
-
         self.validate_params(params)
         if size <= 0:
             return []
+        if params.get("problem_set", "reasoning_gym") == "tinyzero":
+            return self._generate_tinyzero(size, seed, params["tinyzero"])
+        import reasoning_gym
+
+        rg = {k: v for k, v in params.items() if k not in OWN_PARAMS}
         limit = 4 * size + 64
-        ds = reasoning_gym.create_dataset("countdown", size=limit, seed=seed, **params)
+        ds = reasoning_gym.create_dataset("countdown", size=limit, seed=seed, **rg)
         out: list[Problem] = []
         for idx in range(limit):
             try:
@@ -333,38 +438,64 @@ class CountdownTask(Task):
             if sol is None:       # reachable only through negative/fractional intermediates
                 continue
             out.append(Problem(
-                question=f"Using the numbers {numbers}, create an equation that equals {target}.",
+                question=rg_question(numbers, target, random.Random(f"countdown-question:{seed}:{idx}")),
                 answer=sol.expr,
                 ground_truth={"numbers": numbers, "target": target},
-                metadata={"source_dataset": "countdown", "source_index": idx, "seed": seed,
-                          "numbers": numbers, "target": target, "expression": md["expression"],
-                          "difficulty": md.get("difficulty")},
+                metadata={"source_dataset": "countdown", "problem_set": "reasoning_gym",
+                          "source_index": idx, "seed": seed, "numbers": numbers, "target": target,
+                          "expression": md["expression"], "difficulty": md.get("difficulty")},
             ))
             if len(out) == size:
                 return out
         raise TaskError(f"countdown: only {len(out)} of {size} problems could be generated and solved "
                         f"at params {params} (seed {seed})")
 
+    def _generate_tinyzero(self, size: int, seed: int, tz: dict[str, int]) -> list[Problem]:
+        """The Stream-of-Search distribution of TinyZero's Countdown-Tasks-3to4 (their
+        src/countdown_generate.py: start size and target drawn first, numbers redrawn until the
+        target is reachable), seeded per item."""
+        out: list[Problem] = []
+        limit = 4 * size + 64
+        for idx in range(limit):
+            rng = random.Random(f"countdown-tinyzero:{seed}:{idx}")
+            n = rng.randint(tz["min_numbers"], tz["max_numbers"])
+            target = rng.randint(tz["min_target"], tz["max_target"])
+            for _ in range(TINYZERO_TRIES):
+                numbers = [rng.randint(tz["min_value"], tz["max_value"]) for _ in range(n)]
+                sol = solve(numbers, target)
+                if sol is not None:
+                    break
+            else:
+                continue
+            out.append(Problem(
+                question=tinyzero_question(numbers, target), answer=sol.expr,
+                ground_truth={"numbers": numbers, "target": target},
+                metadata={"source_dataset": "countdown-tinyzero", "problem_set": "tinyzero",
+                          "source_index": idx, "seed": seed, "numbers": numbers, "target": target}))
+            if len(out) == size:
+                return out
+        raise TaskError(f"countdown: only {len(out)} of {size} tinyzero problems at {tz} (seed {seed})")
+
     def key(self, problem: Problem) -> str:
         numbers, target = _ground_truth(problem.ground_truth)
         return ",".join(map(str, sorted(numbers))) + f">{target}"
 
-    def prompt(self, problem: Problem, template: str) -> list[dict[str, str]]:
+    def prompt(self, problem: Problem, template: str) -> Prompt:
         numbers, target = _ground_truth(problem.ground_truth)
         if template == "compact":
-            return [{"role": "user", "content": " ".join(map(str, numbers)) + f">{target}\n"}]
-        if template == "qwen-instruct":
-            return [{"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": _task_text(numbers, target)}]
-        if template == "base":
-            return [{"role": "user", "content": f"{BASE_PREAMBLE}\nUser: {_task_text(numbers, target)}\n"
-                                                "Assistant:"}]
-        if template == "baseline":   # neutral wording, not tied to the trace format
-            return [{"role": "user", "content": (
-                f"Using all the numbers {numbers} exactly once, with +, -, * and /, write an "
-                f"expression that equals {target}. Think in <think> </think> tags, then give only "
-                "the expression in <answer> </answer> tags.")}]
-        raise TaskError(f"countdown: unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+            return compact(" ".join(map(str, numbers)) + f">{target}\n")
+        if problem.metadata.get("problem_set") == "tinyzero":
+            # TinyZero's make_prefix (examples/data_preprocess/countdown.py:57-66); it has no
+            # `baseline`: ours drops the think instruction as the authors' other baselines do.
+            q = tinyzero_question(numbers, target)
+            if template == "qwen-instruct":
+                return chatml(SYSTEM_THINKS, f" {q} {THINK}", PREFILL)
+            if template == "baseline":
+                return chatml(SYSTEM_THINKS, f" {q} {PLAIN}", PREFILL)
+            if template == "base":
+                return base(f"User: {q} {THINK}", PREFILL)
+        # reasoning-gym/countdown.py:25-41 (the question ends with a newline: no separator)
+        return authors_prompt(template, problem.question, think=THINK, plain=PLAIN, sep="", base_sep=" ")
 
     # ---- traces
     def _candidates(self, numbers: list[int], target: int, k: int, rng: random.Random
@@ -431,11 +562,23 @@ class CountdownTask(Task):
         if style not in STYLES:
             raise TaskError(f"countdown: unknown trace style {style!r}; known: {', '.join(STYLES)}")
         numbers, target = _ground_truth(problem.ground_truth)
-        dead, solution = self._candidates(numbers, target, k, rng)
-        answer = solution.expr
         if style == "compact":
-            return render_compact(target, dead, solution, answer)
-        return render_paper(numbers, target, dead, solution, answer)
+            dead, solution = self._candidates(numbers, target, k, rng)
+            return render_compact(target, dead, solution, solution.expr)
+        solution = self._solution(numbers, target, rng)
+        dead_ends = paper_dead_ends(numbers, target, solution, k, rng)
+        return render_paper(target, dead_ends, solution, spaced(solution.expr))
+
+    def _solution(self, numbers: list[int], target: int, rng: random.Random) -> Path:
+        if len(numbers) <= EXHAUSTIVE_MAX_NUMBERS:
+            sols = [p for p in iter_paths(numbers) if p.final == target]
+            if sols:
+                return rng.choice(sols)
+        else:
+            sol = solve(numbers, target, rng=rng)
+            if sol is not None:
+                return sol
+        raise TaskError(f"countdown: {numbers} -> {target} has no solution")
 
     def _count_dead_ends(self, numbers: list[int], target: int, cap: int) -> int:
         n = 0
@@ -452,21 +595,26 @@ class CountdownTask(Task):
         return self._count_dead_ends(numbers, target, COUNT_CAP)
 
     # ---- reward
-    def score(self, completion: str, ground_truth: dict[str, Any]) -> float:
+    def score(self, completion: str, ground_truth: dict[str, Any], prefill: str = "") -> float:
         numbers, target = _ground_truth(ground_truth)
-        return call_with_timeout(_score, completion, numbers, target, seconds=1.0, default=0.0)
+        return call_with_timeout(_score, completion, numbers, target, prefill, seconds=1.0, default=0.0)
 
     def count_backtracks(self, completion: str) -> int:
-        # A compact dead end ends its line with `^`; a stray `^` in a sampled answer is not one.
+        """Compact dead ends end their line with `^` (a stray `^` in an answer is not one);
+        paper dead ends say "Wait, this doesn't lead to the correct solution." once each."""
         return count_markers(completion, COMPACT_BACKTRACK + "\n") + count_markers(completion, PAPER_BACKTRACK)
 
 
-def _score(completion: Any, numbers: list[int], target: int) -> float:
-    parts = split_think_answer(completion)
-    if parts is None:
+def _score(completion: Any, numbers: list[int], target: int, prefill: str = "") -> float:
+    """The authors' countdown check (verl/utils/reward_score/countdown.py:86-138): the answer must
+    use exactly the given numbers and reach the target; parsed here, never evaluated."""
+    answer = extract_answer(completion, prefill)
+    if answer is None:
         return 0.0
+    if len(answer) > MAX_ANSWER_CHARS:
+        return 0.1
     try:
-        value, used = evaluate(parts[1].strip(" \t\n"))
+        value, used = evaluate(answer)
     except ArithError:
         return 0.1
     if sorted(used) == sorted(numbers) and value == target:

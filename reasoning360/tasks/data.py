@@ -2,35 +2,50 @@
 
 `build_data` draws each split from its own derived seeds, in chunks, and de-duplicates by
 `Task.key` with priority test > val > train > sft, so no held-out problem reaches a training
-split; a split left short draws further chunks (deterministically). `build_traces` turns
-`sft_problems.parquet` into `sft.parquet` with a `response` column. Both are pure functions of
-their spec: the same spec gives byte-identical files, whatever the number of processes.
+split; a split left short draws further chunks (deterministically). Each split draws with
+`Task.split_params` (dead-end filters only where SFT traces need them; countdown's RL/test
+problem set). `build_traces` turns `sft_problems.parquet` into `sft.parquet` with a `response`
+column: the trace as the model continues the prompt (a prompt that prefills `<think>` gets the
+trace without it).
+
+Both run over `workers` processes (the stage's CPUs, given by the caller) and resume: every
+chunk is computed by a pure function of its arguments and written atomically to
+`<out_dir>/partial/` as soon as it is done; a rerun after a kill reuses those files, and the
+final files are byte-identical to an uninterrupted run's, whatever the number of workers. The
+partial directory is removed once the final files are written.
+
+Rows carry the prompt as one message holding the whole prompt text and the prefill in the
+ground truth (`prompts` describes the contract).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import random
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..atomic import atomic_path
+from ..atomic import atomic_path, write_text
 from ..progress import progress_bar
 from .base import Problem, TaskError
+from .prompts import TEMPLATES, continuation, to_messages
 from .registry import get_task
 
 SPLITS = ("test", "val", "train", "sft")          # de-duplication priority, highest first
 FILES = {"train": "train.parquet", "val": "val.parquet", "test": "test.parquet",
          "sft": "sft_problems.parquet"}
 CHUNK = 250                 # problems per generation call (fixed: part of the output's identity)
-PARALLEL_MIN = 1000         # use a process pool from this many problems on
+PARALLEL_MIN = 1000         # use a process pool from this many problems on (speed only)
 MAX_DRY_CHUNKS = 20         # consecutive chunks adding nothing -> the problem space is exhausted
-TEMPLATES = ("compact", "base", "qwen-instruct", "baseline")
 STYLES = ("compact", "paper")
+PARTIAL = "partial"         # finished chunks of an unfinished build, inside its output directory
+PREFILL_KEY = "prefill"     # the ground truth's copy of the prompt's prefill (prompts.Prompt)
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
@@ -78,56 +93,110 @@ def load_rows(path: str | os.PathLike) -> list[dict]:
 
 def problem_from_row(row: dict) -> Problem:
     extra = row["extra_info"]
-    return Problem(question=extra["question"], answer=extra["answer"],
-                   ground_truth=json.loads(row["reward_model"]["ground_truth"]),
+    gt = json.loads(row["reward_model"]["ground_truth"])
+    gt.pop(PREFILL_KEY, None)
+    return Problem(question=extra["question"], answer=extra["answer"], ground_truth=gt,
                    metadata=json.loads(extra["metadata"]))
 
 
+def row_prefill(row: dict) -> str:
+    """The prefill a row's prompt ends with ("" for rows written before prefills were stored)."""
+    gt = row["reward_model"]["ground_truth"]
+    gt = json.loads(gt) if isinstance(gt, str) else gt
+    return gt.get(PREFILL_KEY, "")
+
+
 def _row(task, problem: Problem, split: str, index: int, template: str) -> dict:
+    prompt = task.prompt(problem, template)
+    if PREFILL_KEY in problem.ground_truth:
+        raise TaskError(f"{task.name}: a ground truth may not use the reserved key {PREFILL_KEY!r}")
     return {
         "data_source": task.name,
-        "prompt": task.prompt(problem, template),
+        "prompt": to_messages(prompt),
         "ability": "reasoning",
         "reward_model": {"style": "rule",
-                         "ground_truth": json.dumps(problem.ground_truth, sort_keys=True)},
+                         "ground_truth": json.dumps({**problem.ground_truth, PREFILL_KEY: prompt.prefill},
+                                                    sort_keys=True)},
         "extra_info": {"split": split, "index": index, "question": problem.question,
                        "answer": problem.answer,
                        "metadata": json.dumps(problem.metadata, sort_keys=True, default=str)},
     }
 
 
-# ---------------------------------------------------------------- workers (top level: picklable)
+# ---------------------------------------------------------------- chunks (top level: picklable)
 
-def _gen_chunk(args: tuple[str, int, int, dict]) -> list[Problem]:
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _gen_chunk(args: tuple[str, int, int, dict], path: str) -> str:
+    """Generate one chunk of problems and write it to `path` (JSON, atomically)."""
     name, n, seed, params = args
-    return get_task(name).generate(n, seed, params)
+    problems = get_task(name).generate(n, seed, params)
+    write_text(path, json.dumps([dataclasses.asdict(p) for p in problems], sort_keys=True, default=str))
+    return path
 
 
-def _trace_chunk(args: tuple[str, list[dict], int, str, int]) -> list[str]:
+def _trace_chunk(args: tuple[str, list[dict], int, str, int], path: str) -> str:
+    """The responses of one chunk of SFT rows, written to `path` (JSON, atomically)."""
     name, rows, k, style, seed = args
     task = get_task(name)
     out = []
     for row in rows:
         problem = problem_from_row(row)
         rng = random.Random(f"{seed}:{row['extra_info']['index']}:{task.key(problem)}")
-        out.append(task.trace(problem, k, style, rng))
-    return out
+        out.append(continuation(row_prefill(row), task.trace(problem, k, style, rng)))
+    write_text(path, json.dumps(out))
+    return path
+
+
+def _load_problems(path: str) -> list[Problem]:
+    return [Problem(**d) for d in json.loads(Path(path).read_text())]
 
 
 class _Chunks:
-    """Ordered chunk results, computed in a pool (or inline) ahead of consumption."""
+    """Chunk results by key: read from a finished chunk file, computed in the pool (ahead of
+    consumption) or inline; every result is read back from its file, so a fresh chunk and a
+    resumed one are the same bytes."""
 
-    def __init__(self, pool: ProcessPoolExecutor | None):
-        self.pool, self.pending = pool, {}
+    def __init__(self, fn, pool: ProcessPoolExecutor | None, partial: Path, kind: str):
+        self.fn, self.pool, self.partial, self.kind = fn, pool, partial, kind
+        self.pending: dict[tuple, tuple[str, Any]] = {}
+        self.reused = 0
+
+    def path(self, key: tuple, args: tuple) -> Path:
+        label = "-".join(str(x) for x in key)
+        return self.partial / f"{self.kind}-{label}-{_digest(args)}.json"
 
     def request(self, key: tuple, args: tuple) -> None:
         if key in self.pending:
             return
-        self.pending[key] = self.pool.submit(_gen_chunk, args) if self.pool else args
+        path = self.path(key, args)
+        if path.exists():
+            self.pending[key] = ("file", str(path))
+        elif self.pool is not None:
+            self.pending[key] = ("future", self.pool.submit(self.fn, args, str(path)))
+        else:
+            self.pending[key] = ("args", (args, str(path)))
 
-    def get(self, key: tuple) -> list[Problem]:
-        item = self.pending.pop(key)
-        return item.result() if self.pool else _gen_chunk(item)
+    def get(self, key: tuple) -> str:
+        how, item = self.pending.pop(key)
+        if how == "file":
+            self.reused += 1
+            return item
+        if how == "future":
+            return item.result()
+        return self.fn(*item)
+
+
+def _pool(workers: int, total: int) -> ProcessPoolExecutor | None:
+    return ProcessPoolExecutor(workers) if workers > 1 and total >= PARALLEL_MIN else None
+
+
+def _check_workers(workers: Any) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise TaskError(f"workers must be a positive integer (the stage's CPUs), got {workers!r}")
+    return workers
 
 
 def _check_spec(spec: dict, kind: str, keys: Iterable[str]) -> None:
@@ -138,8 +207,11 @@ def _check_spec(spec: dict, kind: str, keys: Iterable[str]) -> None:
             raise TaskError(f"{kind} spec: missing key {key!r}")
 
 
-def build_data(spec: dict, out_dir: Path, show_progress: bool = True) -> dict:
+def build_data(spec: dict, out_dir: Path, show_progress: bool = True, workers: int = 1) -> dict:
+    """The data stage: train / val / test / sft_problems parquet files in `out_dir`, generated
+    over `workers` processes (the stage's CPUs; 1 = in this process) and resumable."""
     _check_spec(spec, "data", ("task", "params", "sizes", "template", "seed"))
+    workers = _check_workers(workers)
     t0 = time.time()
     task = get_task(spec["task"])
     params, seed, template = dict(spec["params"] or {}), spec["seed"], spec["template"]
@@ -153,24 +225,26 @@ def build_data(spec: dict, out_dir: Path, show_progress: bool = True) -> dict:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TaskError(f"data spec: seed must be an integer, got {seed!r}")
     out_dir = Path(out_dir)
+    partial = out_dir / PARTIAL
     total = sum(sizes.values())
     chunk_n = {s: min(CHUNK, max(n, 1)) for s, n in sizes.items()}
+    split_params = {s: task.split_params(params, s) for s in SPLITS}
+    for p in split_params.values():
+        task.validate_params(p)
 
     def args(split: str, j: int) -> tuple:
-        return (task.name, chunk_n[split], derive_seed(seed, task.name, split, j), params)
+        return (task.name, chunk_n[split], derive_seed(seed, task.name, split, j), split_params[split])
 
-    workers = min(2, os.cpu_count() or 1)
-    pool = ProcessPoolExecutor(workers) if total >= PARALLEL_MIN and workers > 1 else None
-    chunks = _Chunks(pool)
+    pool = _pool(workers, total)
+    chunks = _Chunks(_gen_chunk, pool, partial, "data")
     seen: set[str] = set()
     picked: dict[str, list[Problem]] = {}
     dropped = drawn = 0
     try:
         with progress_bar(f"data {task.name}", total, enabled=show_progress) as bar:
-            if pool:      # queue every split's first chunks at once; the pool works ahead
-                for s in SPLITS:
-                    for j in range(-(-sizes[s] // chunk_n[s])):
-                        chunks.request((s, j), args(s, j))
+            for s in SPLITS:     # queue every split's first chunks at once; the pool works ahead
+                for j in range(-(-sizes[s] // chunk_n[s])):
+                    chunks.request((s, j), args(s, j))
             for s in SPLITS:
                 out: list[Problem] = []
                 j = dry = 0
@@ -178,7 +252,7 @@ def build_data(spec: dict, out_dir: Path, show_progress: bool = True) -> dict:
                     chunks.request((s, j), args(s, j))
                     if pool:     # keep one more chunk in flight
                         chunks.request((s, j + 1), args(s, j + 1))
-                    got = chunks.get((s, j))
+                    got = _load_problems(chunks.get((s, j)))
                     drawn += len(got)
                     before = len(out)
                     for p in got:
@@ -203,13 +277,18 @@ def build_data(spec: dict, out_dir: Path, show_progress: bool = True) -> dict:
     for s in SPLITS:
         rows = [_row(task, p, s, i, template) for i, p in enumerate(picked[s])]
         write_rows(out_dir / FILES[s], rows)
+    shutil.rmtree(partial, ignore_errors=True)
     return {"task": task.name, "counts": {s: len(picked[s]) for s in SPLITS},
-            "drawn": drawn, "duplicates_dropped": dropped,
-            "seconds": round(time.time() - t0, 3)}
+            "drawn": drawn, "duplicates_dropped": dropped, "chunks_reused": chunks.reused,
+            "workers": workers, "seconds": round(time.time() - t0, 3)}
 
 
-def build_traces(spec: dict, data_dir: Path, out_dir: Path, show_progress: bool = True) -> dict:
+def build_traces(spec: dict, data_dir: Path, out_dir: Path, show_progress: bool = True,
+                 workers: int = 1) -> dict:
+    """The traces stage: `sft.parquet` (the SFT problems + a `response` with exactly k dead
+    ends), over `workers` processes and resumable like `build_data`."""
     _check_spec(spec, "traces", ("task", "k", "style", "seed"))
+    workers = _check_workers(workers)
     t0 = time.time()
     task = get_task(spec["task"])
     k, style, seed = spec["k"], spec["style"], spec["seed"]
@@ -223,26 +302,33 @@ def build_traces(spec: dict, data_dir: Path, out_dir: Path, show_progress: bool 
     if not src.exists():
         raise TaskError(f"traces: {src} does not exist (build the data stage first)")
     rows = load_rows(src)
+    if style == "compact" and any(row_prefill(r) for r in rows[:1]):
+        raise TaskError("traces: compact traces answer in the compact format, which only the compact "
+                        "template asks for (data.template=compact, or trace_style=paper)")
+    out_dir = Path(out_dir)
+    partial = out_dir / PARTIAL
     parts = [(task.name, rows[i:i + CHUNK], k, style, seed) for i in range(0, len(rows), CHUNK)]
-    workers = min(2, os.cpu_count() or 1)
+    pool = _pool(workers, len(rows))
+    chunks = _Chunks(_trace_chunk, pool, partial, "traces")
     responses: list[str] = []
-    with progress_bar(f"traces {task.name} k={k}", len(rows), enabled=show_progress) as bar:
-        if len(rows) >= PARALLEL_MIN and workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for got in pool.map(_trace_chunk, parts):
-                    responses += got
-                    bar.advance(len(got))
-        else:
-            for part in parts:
-                got = _trace_chunk(part)
+    try:
+        with progress_bar(f"traces {task.name} k={k}", len(rows), enabled=show_progress) as bar:
+            for j, part in enumerate(parts):
+                chunks.request((j,), part)
+            for j in range(len(parts)):
+                got = json.loads(Path(chunks.get((j,))).read_text())
                 responses += got
                 bar.advance(len(got))
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
     for row, response in zip(rows, responses):
         row["extra_info"]["backtracks"] = k
         row["response"] = response
-    write_rows(Path(out_dir) / "sft.parquet", rows, with_response=True)
+    write_rows(out_dir / "sft.parquet", rows, with_response=True)
+    shutil.rmtree(partial, ignore_errors=True)
     lengths = [len(r) for r in responses]
     return {"task": task.name, "k": k, "style": style, "rows": len(rows),
             "mean_response_chars": round(sum(lengths) / max(len(lengths), 1), 1),
-            "max_response_chars": max(lengths, default=0),
-            "seconds": round(time.time() - t0, 3)}
+            "max_response_chars": max(lengths, default=0), "chunks_reused": chunks.reused,
+            "workers": workers, "seconds": round(time.time() - t0, 3)}

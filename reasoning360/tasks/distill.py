@@ -23,10 +23,11 @@ the first correct; correct.parquet holds that one, and a prompt with none contri
 incorrect and first incorrect_format sample.
 
 HTTP with httpx only (no openai package): POST {base_url}/completions (or /chat/completions
-with --endpoint chat). Prompts: verl's chat messages rendered with the checkpoint's chat
-template when --tokenizer DIR is given, else their contents concatenated (the local engine's
-rendering for the char tokenizer). Completions are untrusted: graded by the task's verifier
-(bounded in time and size), never evaluated.
+with --endpoint chat). Prompts: the stored prompt text, verbatim (`prompts`: the authors
+send the raw prompt to the completions API, sft-data/run_gen.py:88-92); --endpoint chat sends
+it as one user message, which the server wraps in its chat template. Completions are graded on
+prefill + completion (the row's ground truth holds the prefill). Completions are untrusted:
+graded by the task's verifier (bounded in time and size), never evaluated.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ def configure_distill(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     parser.add_argument("--seed", type=int, default=0, help="per-request seeds derive from it")
     parser.add_argument("--endpoint", choices=("completions", "chat"), default="completions")
-    parser.add_argument("--tokenizer", default=None, help="checkpoint dir whose chat template renders prompts")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     parser.add_argument("--retries", type=int, default=3, help="attempts per request on errors")
     parser.add_argument("--quiet", action="store_true")
@@ -100,10 +100,11 @@ def input_path(data: str, split: str) -> Path:
     raise FileNotFoundError(f"--data {p}: no such file or directory")
 
 
-def render(messages: list[dict], tokenizer) -> str:
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return "".join(m["content"] for m in messages)
+def render(messages: list[dict], tokenizer=None) -> str:
+    """The prompt text a row holds, verbatim (no chat template: `prompts`)."""
+    from .prompts import prompt_text
+
+    return prompt_text(messages)
 
 
 def _seed(seed: int, index: int, sample: int) -> int:
@@ -276,14 +277,9 @@ def distill(a: argparse.Namespace) -> dict[str, Any]:
     rows = load_rows(src)
     if a.limit is not None:
         rows = rows[: a.limit]
-    tok = None
-    if a.tokenizer:
-        from transformers import AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(a.tokenizer)
     client = Client(a.base_url, a.model, a.api_key, a.timeout, a.retries, a.endpoint, a.concurrency)
     try:
-        return distill_rows(rows, [render(r["prompt"], tok) for r in rows], client, Path(a.output_dir).expanduser(),
+        return distill_rows(rows, [render(r["prompt"]) for r in rows], client, Path(a.output_dir).expanduser(),
                             a, source=str(src),
                             settings={"base_url": a.base_url, "model": client.model, "endpoint": a.endpoint})
     finally:

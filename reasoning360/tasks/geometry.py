@@ -21,10 +21,20 @@ catches it; `min_dead_ends` (ours) keeps problems with at least that many: max_k
     u=7,11 v=3,-12 c1=-32 c2=78 d=-117 H=4.051,-5.487 chk=0,0 ok</think>
     <answer>(4.051, -5.487)</answer>
 
-* ``paper``: the same steps in sentences.
+* ``paper``: the authors' wording and structure (reasoning_gym/geometry/advanced_geometry.py:140-
+  600 of their fork): the plan of the computation, then per attempt the computation and a double
+  check, "I have obtained the answer X. Let's double check it." and one "Let's check if I have
+  calculated ... correctly." per step, "I think this step is done correctly." until the faulty
+  step: "Oh, I made a mistake here, and X is not the correct answer. Let's try to recalculate
+  ..., and obtain a new answer following the same steps as before." (incircle: "..., which leads
+  to r being the wrong answer. Let's try to recalculate ..."); the last attempt passes every
+  check and the answer stands between blank lines. Theirs perturb a random point per detour
+  (unseeded, possibly the same mistake twice); here each dead end is a distinct mistake kind
+  with a distinct wrong answer.
 
-Rewards are exact: the answer, rounded to the places asked (3; 2 for angles), must equal the
-true value rounded the same way (either way at an exact tie).
+Rewards follow the authors' checks (verl/utils/reward_score/advanced_geometry.py:68-148): the
+answer string equals the answer rounded to the places asked (3; 2 and a degree sign for angles),
+the orthocenter as "(x, y)". The compact template may leave out the degree sign (ASCII only).
 """
 
 from __future__ import annotations
@@ -36,7 +46,9 @@ from fractions import Fraction
 from typing import Any
 
 from .base import Problem, TaskError
-from .gym import COMPACT_BACKTRACK, PAPER_BACKTRACK, GymTask, finish, gt_error, pick
+from .gym import COMPACT_BACKTRACK, GymTask, finish, finish_paper, gt_error, pick
+from .prompts import SYSTEM_THINKS, Prompt, authors_prompt
+from .sudoku import check_filter_splits
 
 TYPES = ("orthocenter", "incircle_radius", "angle_measure")
 PLACES = {"orthocenter": 3, "incircle_radius": 3, "angle_measure": 2}
@@ -264,6 +276,116 @@ def paper_attempt(tt: str, at: dict, A, B, C) -> list[str]:
     ]
 
 
+# ---------------------------------------------------------------- the authors' wording
+
+# Which step of the computation each mistake kind breaks (the review finds it there).
+STAGE = {
+    "orthocenter": {"u_swap": 0, "v_sign": 1, "c1_vertex": 2, "c1_drop": 2, "c2_vertex": 3,
+                    "det_sign": 4, "x_sign": 4, "y_swap": 4},
+    "incircle_radius": {"taxicab": 0, "b_sum": 0, "c_wrong": 0, "s_full": 1, "no_sqrt": 2,
+                        "heron_drop": 2, "r_perimeter": 3, "r_double": 3},
+    "angle_measure": {"ba_reverse": 0, "ba_point": 0, "bc_point": 1, "bc_swap": 1, "dot_sign": 2,
+                      "ba_square": 3, "cos_sum": 3, "radians": 3},
+}
+SIDE = {"taxicab": "from B to C", "b_sum": "from C to A", "c_wrong": "from A to B"}
+PAPER_MARKER = "Oh, I made a mistake here"
+
+
+def _P(name: str, p) -> str:
+    return f"{name}({p[0]}, {p[1]})"
+
+
+def _plan(tt: str, A, B, C) -> list[str]:
+    """The computation's plan as their trace states it first (orthocenter: lines 146-151;
+    angle: lines 494-500; incircle has none)."""
+    if tt == "orthocenter":
+        return [f"Let's first create the lines of the triangle. First, let's create a line from point {_P('B', B)} "
+                f"to point {_P('C', C)}.",
+                f"Next, create a line from point {_P('C', C)} to point {_P('A', A)}.",
+                f"Now, let's find the altitudes of the triangle. First, find the altitude from point {_P('A', A)} by "
+                "creating a line perpendicular to BC passing through A.",
+                f"Next, find the altitude from point {_P('B', B)} by creating a line perpendicular to CA passing "
+                "through B.",
+                "The orthocenter is the intersection point of the two altitudes we found.",
+                "Now, let's calculate the exact coordinates of the intersection point."]
+    if tt == "angle_measure":
+        return [f"Let's first compute the vectors that form the angle at B. Vector BA is {_P('A', A)} minus "
+                f"{_P('B', B)}.",
+                f"Vector BC is {_P('C', C)} minus {_P('B', B)}.",
+                "Now, we'll take the dot product of BA and BC.",
+                "Next, we'll compute the magnitudes |BA| and |BC|.",
+                "Finally, we use the formula \u03b8 = arccos( dot / (|BA|\u00b7|BC|) ) and convert to degrees."]
+    return []
+
+
+def _incircle_steps(at: dict) -> list[str]:
+    """Their incircle computation (lines 305-342), with this attempt's numbers."""
+    a, b, c, s_, K, r = (fmt(at[x]) for x in ("a", "b", "c", "s", "K", "r"))
+    return [f"First, compute the three side lengths of the triangle. We have a = {a}, b = {b}, and c = {c}.",
+            f"Next, find the semiperimeter s = ({a} + {b} + {c}) / 2. We have s = {s_}.",
+            f"Use Heron's formula to compute the area: \u0394 = \u221a[{s_} * ({s_} \u2212 {a}) * ({s_} \u2212 {b}) * "
+            f"({s_} \u2212 {c})]. We have \u0394 = {K}.",
+            f"The in\u2011circle radius is r = {K} / {s_}. We have r = {r}."]
+
+
+def _review(tt: str, at: dict, err: str | None, A, B, C) -> str:
+    """Their double check (orthocenter lines 186-224, incircle 305-409, angle 536-558): every
+    step passes, or the steps before the faulty one pass and the faulty one is the mistake."""
+    x = answer_text(tt, at["value"])
+    stage = None if err is None else STAGE[tt][err]
+    head = f"I have obtained the answer {x}. Let's double check it."
+    if tt == "orthocenter":
+        checks = [f"Let's first check if I have calculated the line from point {_P('B', B)} to point {_P('C', C)} correctly.",
+                  f"Let's check if I have calculated the line from point {_P('C', C)} to point {_P('A', A)} correctly.",
+                  f"Let's check if I have calculated the altitude from point {_P('A', A)} correctly.",
+                  f"Let's check if I have calculated the altitude from point {_P('B', B)} correctly.",
+                  "Lastly, let's check if I have calculated the intersection of the two altitudes correctly."]
+        what = ["the line from B to C", "the line from C to A", "the altitude from A", "the altitude from B",
+                "the intersection of the two altitudes"]
+        if stage is None:
+            return "\n".join([head] + [c + " I think this step is done correctly." for c in checks[:-1]]
+                             + [checks[-1] + " And I think this step is done correctly, so the answer is correct"])
+        return "\n".join([head] + [c + " I think this step is done correctly." for c in checks[:stage]]
+                         + [checks[stage] + f" {PAPER_MARKER}, and {x} is not the correct answer. Let's try to "
+                            f"recalculate {what[stage]}, and obtain a new answer following the same steps as before."])
+    if tt == "incircle_radius":
+        checks = ["Let's first check if I have calculated the side lengths of the triangle correctly.",
+                  "Let's check if I have calculated the semiperimeter correctly.",
+                  "Let's check if I have calculated the area correctly.",
+                  "Let's check if I have calculated the in-circle radius correctly."]
+        passed = [f" {fmt(at['a'])}, {fmt(at['b'])}, {fmt(at['c'])} all look corrrect", f" {fmt(at['s'])} looks correct",
+                  f" {fmt(at['K'])} looks correct", f" {fmt(at['r'])} looks correct"]
+        if stage is None:
+            return "\n".join([head] + [c + p for c, p in zip(checks, passed)])
+        what = [f"the side length {SIDE.get(err, '')}", "the semiperimeter", "the area", "the in-circle radius"]
+        redo = ["the side lengths", "the semiperimeter", "the area", "the in-circle radius"]
+        return "\n".join([head] + [c + p for c, p in zip(checks[:stage], passed[:stage])]
+                         + [checks[stage] + f" {PAPER_MARKER}, I have calculated {what[stage]} incorrectly, which "
+                            f"leads to {x} being the wrong answer. Let's try to recalculate {redo[stage]}, and "
+                            "obtain a new answer."])
+    checks = [f"Let's verify that vector BA was computed correctly from {_P('A', A)} and {_P('B', B)}.",
+              f"Let's verify that vector BC was computed correctly from {_P('B', B)} and {_P('C', C)}.",
+              "Let's verify the dot product calculation.",
+              "Let's verify the magnitude calculations and the arccos step."]
+    if stage is None:
+        return "\n".join([head] + [c + " I think this step is done correctly." for c in checks]
+                         + ["Everything checks out, so the answer is correct."])
+    return "\n".join([head] + checks[:stage + 1]) + (
+        f" {PAPER_MARKER}, and {x} is not the correct answer. Let's recompute this step and follow through "
+        "the same pipeline.")
+
+
+def paper_trace(tt: str, A, B, C, chosen: list[tuple[str, dict]], right: dict) -> str:
+    def attempt(at: dict, err: str | None) -> str:
+        comp = _incircle_steps(at) if tt == "incircle_radius" else paper_attempt(tt, at, A, B, C)[:-1]
+        return "\n".join(comp) + "\n\n" + _review(tt, at, err, A, B, C) + "\n\n"
+
+    plan = _plan(tt, A, B, C)
+    think = ("\n".join(plan) + "\n\n") if plan else ""
+    think += "".join(attempt(at, err) for err, at in chosen) + attempt(right, None)
+    return finish_paper(think, "\n" + answer_text(tt, right["value"]) + "\n")
+
+
 # ---------------------------------------------------------------- exact answers
 
 def _decimal(text: str) -> Decimal | None:
@@ -312,7 +434,9 @@ class AdvancedGeometryTask(GymTask):
     name = "advanced_geometry"
     dataset = "advanced_geometry"
     backtrack_sft = True
-    OWN_PARAMS = {"min_dead_ends": 4}
+    OWN_PARAMS = {"min_dead_ends": 4, "filter_splits": ["sft", "train", "val", "test"]}
+    FILTER_PARAMS = {"min_dead_ends": 0}
+    PAPER_MARKERS = (PAPER_MARKER,)
     ANSWER_EXAMPLE = "(1.234, -5.678)"
     ANSWER_EXTRA_CHARS = "\u00b0"            # the degree sign
 
@@ -325,6 +449,7 @@ class AdvancedGeometryTask(GymTask):
         for key in ("min_coord", "max_coord"):
             if abs(params.get(key, 0)) > MAX_COORD:
                 raise TaskError(f"advanced_geometry: parameter {key} must be within +-{MAX_COORD}")
+        check_filter_splits(self.name, params)
 
     def max_k(self, params: dict[str, Any]) -> int:
         self.validate_params(params)
@@ -345,7 +470,9 @@ class AdvancedGeometryTask(GymTask):
         right = ATTEMPT[gt["task_type"]](tuple(gt["A"]), tuple(gt["B"]), tuple(gt["C"]))
         if not right["ok"]:
             return None
-        return Problem(question=item["question"], answer=answer_text(gt["task_type"], right["value"]),
+        # their fork's question has no format instructions after the sentence (lines 70-83)
+        question = item["question"].split(" For all geometry problems:")[0]
+        return Problem(question=question, answer=answer_text(gt["task_type"], right["value"]),
                        ground_truth=gt, metadata={"task_type": gt["task_type"], "dead_ends": dead,
                                                   "difficulty": md.get("difficulty")})
 
@@ -360,6 +487,19 @@ class AdvancedGeometryTask(GymTask):
         if not ok:
             raise gt_error(self.name, gt)
         return gt
+
+    def authors_prompt(self, problem: Problem, template: str) -> Prompt:
+        """reasoning-gym/advanced_geometry.py:25-64 of their fork: the instruction per task type;
+        its baseline prefill has no <think>."""
+        rest = {"incircle_radius": "Round the radius to 3 decimal places and return it in <answer> </answer> tags, "
+                                   "for example <answer> 2.176 </answer>.",
+                "orthocenter": "Round the coordinates to 3 decimal places and return them inside parenthesis in "
+                               "<answer> </answer>, for example <answer> (0.304, 1.217) </answer>.",
+                "angle_measure": "Round the angle degrees to 2 decimal places, append a degree symbol, and return "
+                                 "it in <answer> </answer> tags, for example <answer> 17.10\u00b0 </answer>."
+                }[problem.ground_truth["task_type"]]
+        return authors_prompt(template, problem.question, sep=" ", think=f"Show your work in <think> </think> tags. {rest}",
+                              plain=rest, system=SYSTEM_THINKS, baseline_prefill="Let me solve this step by step.")
 
     def compact_prompt(self, problem: Problem) -> str:
         gt = problem.ground_truth
@@ -381,35 +521,45 @@ class AdvancedGeometryTask(GymTask):
         if style == "compact":
             lines = [compact_line(tt, at) for _, at in chosen] + [compact_line(tt, right)]
             return finish("\n".join(lines), answer)
-        what = {"orthocenter": "the orthocenter H", "incircle_radius": "the incircle radius r",
-                "angle_measure": "the angle at B"}[tt]
-        out = [f"I compute {what} step by step, then check the result another way."]
-        for _, at in chosen:
-            out += paper_attempt(tt, at, A, B, C)
-            out.append(f"{PAPER_BACKTRACK} and redo the computation carefully.")
-        out += paper_attempt(tt, right, A, B, C)
-        out.append(f"The check passes, so the answer is {answer}.")
-        return finish("\n" + "\n".join(out) + "\n", answer)
+        return paper_trace(tt, A, B, C, chosen, right)
 
     # ---- reward
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
+        """The authors' exact string checks (advanced_geometry.py:68-148 of their reward): the
+        orthocenter's two coordinates inside parentheses, split on a comma (or whitespace), each
+        equal to the rounded value; the radius and the angle (with its degree sign; optional for
+        `compact`) equal to the rounded value. The rounded value is the trace's, or the exact
+        one's float rounding where they differ."""
         tt = gt["task_type"]
-        exact = exact_value(gt)
+        A, B, C = tuple(gt["A"]), tuple(gt["B"]), tuple(gt["C"])
+        ours, exact = ATTEMPT[tt](A, B, C)["value"], exact_value(gt)
         if tt == "orthocenter":
-            text = answer.strip()
-            if text.startswith("(") and text.endswith(")"):
-                text = text[1:-1]
-            parts = text.split(",")
-            if len(parts) != 2:
+            got = _two_numbers(answer)
+            if got is None:
                 return False
-            vals = [_decimal(p) for p in parts]
-            return all(v is not None for v in vals) and all(
-                _close(v, e, 3) for v, e in zip(vals, exact))
-        text = answer.strip()
+            return any(got[0] in _fixed(float(e[0]), 3) and got[1] in _fixed(float(e[1]), 3) for e in (ours, exact))
+        p = PLACES[tt]
+        text = answer
         if tt == "angle_measure":
-            for suffix in ("\u00b0", "degrees", "deg"):
-                if text.endswith(suffix):
-                    text = text[: -len(suffix)].rstrip()
-                    break
-        v = _decimal(text)
-        return v is not None and _close(v, exact, PLACES[tt])
+            if text.endswith("\u00b0"):
+                text = text[:-1]
+            elif not compact:
+                return False
+        return any(text in _fixed(float(v), p) for v in (ours, exact))
+
+
+def _fixed(x: float, places: int) -> set[str]:
+    """x rounded to `places` as the authors format it (f"{x:.3f}"), and without a minus on zero."""
+    t = f"{x:.{places}f}"
+    return {t, t[1:]} if t.startswith("-") and float(t) == 0 else {t}
+
+
+def _two_numbers(text: str) -> tuple[str, str] | None:
+    """Their parse_two_numbers: "(x, y)" -> ("x", "y") as stripped strings."""
+    if not (text.startswith("(") and text.endswith(")")) or len(text) > 80:
+        return None
+    inner = text[1:-1]
+    parts = inner.split(",") if "," in inner else inner.split()
+    if len(parts) != 2:
+        return None
+    return parts[0].strip(), parts[1].strip()

@@ -15,26 +15,25 @@ import json
 import random
 from typing import Any
 
-from .answer import call_with_timeout, count_markers, split_think_answer
+from .answer import MAX_ANSWER_CHARS, call_with_timeout, count_markers, extract_answer
 from .base import Problem, Task, TaskError
+from .prompts import Prompt, authors_prompt, compact
 
 COMPACT_BACKTRACK = "^"
-PAPER_BACKTRACK = "This doesn't work, go back"
 STYLES = ("compact", "paper")
-TEMPLATES = ("compact", "base", "qwen-instruct", "baseline")
-
-SYSTEM_PROMPT = ("You are a helpful assistant. You first think about the reasoning process in the "
-                 "mind and then provide the user with the answer.")
-BASE_PREAMBLE = ("A conversation between User and Assistant. The user asks a question, and the "
-                 "Assistant solves it. The assistant first thinks about the reasoning process in "
-                 "the mind and then provides the user with the answer.")
 
 _SKIP = (ValueError, IndexError, KeyError, RuntimeError, AssertionError, ZeroDivisionError)
 
 
 def finish(think: str, answer: str) -> str:
-    """The completion format every trace uses."""
+    """The completion format of `compact` traces."""
     return f"<think>{think}</think>\n<answer>{answer}</answer>"
+
+
+def finish_paper(think: str, answer: str) -> str:
+    """The end of the authors' traces: a blank line between the tags (reasoning_gym/games/
+    sudoku.py:264-267, create_backtrack_datasets.py:79 of their fork)."""
+    return f"<think>{think}</think>\n\n<answer>{answer}</answer>"
 
 
 def digest(obj: Any) -> str:
@@ -62,6 +61,8 @@ class GymTask(Task):
     dataset: str = ""                                   # reasoning-gym dataset name
     OWN_PARAMS: dict[str, Any] = {}                     # our parameters -> default value
     ANSWER_EXAMPLE: str = "..."                         # shown in the answer-format instructions
+    PAPER_MARKERS: tuple[str, ...] = ()                 # one per dead end of a `paper` trace
+    FILTER_PARAMS: dict[str, Any] = {}                  # own filters -> their value when off
     OVERDRAW = 8                                        # items drawn per problem wanted (skips)
     SEED_GLOBAL_RANDOM = False                          # the generator uses the global `random`
     ANSWER_EXTRA_CHARS = ""                             # non-ASCII characters an answer may hold
@@ -119,6 +120,16 @@ class GymTask(Task):
     def check_own(self, params: dict[str, Any]) -> None:
         """Task-specific checks of the combined parameters (raise TaskError)."""
 
+    def split_params(self, params: dict[str, Any], split: str) -> dict[str, Any]:
+        """Dead-end filters (`FILTER_PARAMS`, e.g. min_dead_ends) apply only to the splits named
+        in `filter_splits`: only SFT traces need k dead ends per problem, and a filtered test
+        set would not be the task's distribution."""
+        if not self.FILTER_PARAMS or "filter_splits" not in self.OWN_PARAMS:
+            return params
+        if split in self.own(params)["filter_splits"]:
+            return params
+        return {**params, **self.FILTER_PARAMS}
+
     # ---- problems
     def make_problem(self, item: dict, params: dict[str, Any]) -> Problem | None:
         raise NotImplementedError
@@ -175,22 +186,21 @@ class GymTask(Task):
         """The format of an answer, shown in the prompt (never this problem's answer)."""
         return self.ANSWER_EXAMPLE
 
-    def prompt(self, problem: Problem, template: str) -> list[dict[str, str]]:
-        q = self.question_text(problem)
-        tags = ("Show your work in <think> </think> tags. And return the final answer in "
-                f"<answer> </answer> tags, for example <answer> {self.answer_example(problem)} </answer>.")
+    def prompt(self, problem: Problem, template: str) -> Prompt:
         if template == "compact":
-            return [{"role": "user", "content": self.compact_prompt(problem)}]
-        if template == "qwen-instruct":
-            return [{"role": "system", "content": SYSTEM_PROMPT},
-                    {"role": "user", "content": f"{q}\n{tags}"}]
-        if template == "base":
-            return [{"role": "user", "content": f"{BASE_PREAMBLE}\nUser: {q}\n{tags}\nAssistant:"}]
-        if template == "baseline":
-            return [{"role": "user", "content": (
-                f"{q}\nThink in <think> </think> tags, then give only the final answer in "
-                "<answer> </answer> tags.")}]
-        raise TaskError(f"{self.name}: unknown template {template!r}; known: {', '.join(TEMPLATES)}")
+            return compact(self.compact_prompt(problem))
+        return self.authors_prompt(problem, template)
+
+    def authors_prompt(self, problem: Problem, template: str) -> Prompt:
+        """The pattern of the authors' RL-only tasks (reasoning-gym/color_cube_rotation.py,
+        list_functions.py, self_reference.py: make_prefix), with this task's answer example;
+        tasks with their own make_prefix override this."""
+        ex = self.answer_example(problem)
+        return authors_prompt(
+            template, self.question_text(problem), sep="\n",
+            think=("Show your work in <think> </think> tags, and return the answer in <answer> </answer>. "
+                   f"For example <answer> {ex} </answer>."),
+            plain=f"Return the answer in <answer> </answer>. For example <answer> {ex} </answer>.")
 
     # ---- traces (tasks with backtrack SFT override these)
     def trace(self, problem: Problem, k: int, style: str, rng: random.Random) -> str:
@@ -214,28 +224,33 @@ class GymTask(Task):
         """The verifier's view of a ground truth; raise TaskError when malformed."""
         return gt
 
-    def is_correct(self, answer: str, gt: Any) -> bool:
+    def is_correct(self, answer: str, gt: Any, compact: bool = False) -> bool:
+        """The answer (stripped) is right. `compact`: the prompt had no prefill (the compact
+        template), so the compact answer format is accepted besides the authors' format."""
         raise NotImplementedError
 
-    def score(self, completion: str, ground_truth: dict[str, Any]) -> float:
+    def score(self, completion: str, ground_truth: dict[str, Any], prefill: str = "") -> float:
         gt = self.parse_gt(ground_truth)
-        return call_with_timeout(self._score, completion, gt, seconds=1.0, default=0.0)
+        return call_with_timeout(self._score, completion, gt, prefill, seconds=1.0, default=0.0)
 
-    def _score(self, completion: Any, gt: Any) -> float:
-        parts = split_think_answer(completion)
-        if parts is None:
+    def _score(self, completion: Any, gt: Any, prefill: str = "") -> float:
+        answer = extract_answer(completion, prefill)
+        if answer is None:
             return 0.0
-        answer = parts[1].strip(" \t\n")
+        if len(answer) > MAX_ANSWER_CHARS:
+            return 0.1                       # well-formed; no answer of any task is this long
         if not answer.isascii() and any(ord(ch) > 127 and ch not in self.ANSWER_EXTRA_CHARS for ch in answer):
             return 0.1                       # look-alike digits, spaces, letters: never correct
         try:
-            return 1.0 if self.is_correct(answer, gt) else 0.1
+            return 1.0 if self.is_correct(answer, gt, compact=not prefill) else 0.1
         except (ValueError, TypeError, KeyError, IndexError, ArithmeticError, RecursionError):
             return 0.1
 
     def count_backtracks(self, completion: str) -> int:
-        # A compact dead end ends its line with `^`; a stray `^` in a sampled answer is not one.
-        return count_markers(completion, COMPACT_BACKTRACK + "\n") + count_markers(completion, PAPER_BACKTRACK)
+        """Compact dead ends end their line with `^` (a stray `^` in an answer is not one);
+        paper dead ends say the task's `PAPER_MARKERS` phrase once each."""
+        return count_markers(completion, COMPACT_BACKTRACK + "\n") + sum(
+            count_markers(completion, m) for m in self.PAPER_MARKERS)
 
 
 def gt_error(name: str, gt: Any) -> TaskError:

@@ -17,9 +17,14 @@ statement checked.
     <answer>KK</answer>
 
   (``KN A:F^``: under KN, A's statement is false, but A is a knight: back.)
-* ``paper``: names and the puzzle's own words, one sentence per check.
+* ``paper``: not among the authors' tasks (knights_knaves is our addition), so its wording is
+  ours, in the spirit of theirs: "Let's assume ...", one sentence per statement checked, a dead
+  end ending "Wait, this assignment leads to a contradiction. ... Let me go back and try another
+  assignment.", the solution ending "Every statement is consistent with this assignment. This is
+  the solution." and the answer between blank lines.
 
-The answer is either form: ``KK`` or ``Amelia is a hero, and Elizabeth is a hero.``
+The answer is the sentence ``Amelia is a hero, and Elizabeth is a hero.``; the compact template
+also accepts the code ``KK``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import random
 from typing import Any
 
 from .base import Problem, TaskError
-from .gym import PAPER_BACKTRACK, COMPACT_BACKTRACK, GymTask, finish, gt_error, pick
+from .gym import COMPACT_BACKTRACK, GymTask, finish, finish_paper, gt_error, pick
+
+PAPER_MARKER = "Wait, this assignment leads to a contradiction."
 
 ATOMS = ("telling-truth", "lying")
 OPS = ("not", "and", "or", "->", "<=>")
@@ -133,6 +140,7 @@ class KnightsKnavesTask(GymTask):
     dataset = "knights_knaves"
     backtrack_sft = True
     ANSWER_EXAMPLE = "Alice is a knight, and Bob is a knave."
+    PAPER_MARKERS = (PAPER_MARKER,)
 
     def check_own(self, params: dict[str, Any]) -> None:
         n = params.get("n_people", 2)
@@ -216,7 +224,7 @@ class KnightsKnavesTask(GymTask):
         role = {True: gt["a_knight"], False: gt["a_knave"]}
 
         def assume(a):
-            return "Assume " + ", ".join(f"{names[j]} is {role[a[j]]}" for j in range(n)) + "."
+            return "Let's assume " + ", ".join(f"{names[j]} is {role[a[j]]}" for j in range(n)) + "."
 
         def check(a, j):
             said = sentence(st[j], names, gt["a_knight"], gt["a_knave"])
@@ -224,28 +232,25 @@ class KnightsKnavesTask(GymTask):
             head = f'{names[j]} says "{said}". Under this assumption that is {"true" if val else "false"}'
             if val == a[j]:
                 why = (f"{kn}s tell the truth" if a[j] else f"{kv}s lie")
-                return f"{head}, consistent: {names[j]} is {role[a[j]]} and {why}."
-            if a[j]:
-                return f"{head}, but {names[j]} is {role[True]} and {kn}s always tell the truth. Contradiction."
-            return f"{head}, but {names[j]} is {role[False]} and {kv}s always lie. Contradiction."
+                return f"{head}, and {names[j]} is {role[a[j]]}: {why}, so this is consistent."
+            return head + "."
 
-        out = [f"I will assume who is {role[True]} and who is {role[False]}, and check every "
-               "statement against that assumption."]
+        lines = []
         for a in chosen:
             i = consistent(st, a)
-            out.append(assume(a))
-            out += [check(a, j) for j in range(i + 1)]
-            out.append(f"{PAPER_BACKTRACK} and try another assignment.")
-        out.append(assume(sol))
-        out += [check(sol, j) for j in range(n)]
-        out.append("Every statement is consistent with its speaker, so this is the answer.")
-        return finish("\n" + "\n".join(out) + "\n", self.natural_answer(gt, sol))
+            lines.append(" ".join([assume(a)] + [check(a, j) for j in range(i + 1)]))
+            lines[-1] += (f" {PAPER_MARKER} {names[i]} is {role[a[i]]}, and "
+                          + (f"{kn}s always tell the truth" if a[i] else f"{kv}s always lie")
+                          + ". Let me go back and try another assignment.")
+        lines.append(" ".join([assume(sol)] + [check(sol, j) for j in range(n)])
+                     + " Every statement is consistent with this assignment. This is the solution.")
+        return finish_paper("\n".join(lines) + "\n", self.natural_answer(gt, sol))
 
     # ---- reward
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         names, sol = gt["names"], gt["solution"]
         n = len(names)
-        if len(answer) == n and set(answer) <= {"K", "N"}:
+        if compact and len(answer) == n and set(answer) <= {"K", "N"}:
             return all((c == "K") == v for c, v in zip(answer, sol))
         if len(answer) > 64 * n + 64:
             return False

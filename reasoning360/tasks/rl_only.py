@@ -14,6 +14,7 @@ from typing import Any
 
 from .base import Problem
 from .gym import GymTask, digest, gt_error
+from .prompts import SYSTEM, SYSTEM_THINKS, Prompt, authors_prompt
 
 MAX_LIST = 256
 
@@ -100,7 +101,15 @@ class _RLTask(GymTask):
 class ColorCubeRotationTask(_RLTask):
     name = "color_cube_rotation"
     dataset = "color_cube_rotation"
-    ANSWER_EXAMPLE = "red"
+    ANSWER_EXAMPLE = "cyan"             # reasoning-gym/color_cube_rotation.py:31 of their fork
+
+    def authors_prompt(self, problem: Problem, template: str) -> Prompt:
+        """color_cube_rotation.py:25-42: its qwen-instruct system prompt says "thinks"."""
+        return authors_prompt(
+            template, self.question_text(problem), sep="\n", system=SYSTEM_THINKS, baseline_system=SYSTEM,
+            think=("Show your work in <think> </think> tags, and return the answer in <answer> </answer>. "
+                   "For example <answer> cyan </answer>."),
+            plain="Return the answer in <answer> </answer>. For example <answer> cyan </answer>.")
 
     def compact_prompt(self, problem: Problem) -> str:
         q = problem.question
@@ -116,7 +125,7 @@ class ColorCubeRotationTask(_RLTask):
         return (" ".join(f"{code[side]}={colour}" for colour, side in sides) + " rot="
                 + ",".join(code[r] for r in rot) + f" {code[target.group(1)]}?\n")
 
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         return len(answer) <= 64 and _words(answer) == _words(gt["answer"])
 
 
@@ -131,14 +140,14 @@ class ZebraPuzzlesTask(_RLTask):
         head, sep, rest = q.partition("characteristics:\n")
         return (rest if sep else q).encode("ascii", "replace").decode() + "\n"
 
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         return len(answer) <= 128 and _words(answer) == _words(gt["answer"])
 
 
 class SelfReferenceTask(_RLTask):
     name = "self_reference"
     dataset = "self_reference"
-    ANSWER_EXAMPLE = "3"
+    ANSWER_EXAMPLE = "5"                # reasoning-gym/self_reference.py:31 of their fork
 
     def compact_prompt(self, problem: Problem) -> str:
         """The statements, without the fixed preamble."""
@@ -146,7 +155,7 @@ class SelfReferenceTask(_RLTask):
         head, sep, rest = q.partition("number of possible solutions:")
         return (rest.strip("\n ") if sep else q).encode("ascii", "replace").decode() + "\n"
 
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         want, got = parse_number(gt["answer"]), parse_number(answer)
         return want is not None and got is not None and got == want
 
@@ -156,7 +165,7 @@ class GSMSymbolicTask(_RLTask):
     dataset = "gsm_symbolic"
     ANSWER_EXAMPLE = "42"
 
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         want, got = parse_number(gt["answer"]), parse_number(answer)
         return want is not None and got is not None and got == want
 
@@ -178,6 +187,6 @@ class ListFunctionsTask(_RLTask):
             return " ".join(x.strip() for x in s.split(",") if x.strip())
         return "\n".join([f"{row(i)}>{row(o)}" for i, o in pairs] + [f"{row(test.group(1))}>"]) + "\n"
 
-    def is_correct(self, answer: str, gt: dict) -> bool:
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         want, got = parse_int_list(gt["answer"]), parse_int_list(answer)
         return want is not None and got == want

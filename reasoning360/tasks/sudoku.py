@@ -21,11 +21,21 @@ explicit backtrack that erases the wrong digit, then the solution.
     1234
     3421</answer>
 
-* ``paper``: one sentence per cell with its candidates; a stuck cell lists what its row,
-  column and box already hold.
+* ``paper``: the authors' wording and structure (reasoning_gym/games/sudoku.py:169-268 of
+  their fork): "Looking at the cell at (r,c). Based on the current board, row r is missing
+  [...] ... the possible values for cell (r,c) are [...]. Let's try to fill cell (r,c) with d."
+  per cell (the board every 10th cell); a dead end tries the wrong digit, follows the cells it
+  forces until one has no value left ("Wait, we are stuck at cell (r,c). There are no possible
+  values for this cell. I need to go back to one of previous cells."), then "Back at (r,c);
+  erase d. The current board is: ..." and "Out of all the possible values [...] for cell (r,c),
+  I tried [...]. Let me try to fill the cell with d."; the answer is the grid between blank
+  lines. Theirs dive into a wrong branch by unseeded random choices and pick min(k, available)
+  dead ends; here each dive is the short chain of forced cells that refutes the digit, and k is
+  exact.
 
 `min_dead_ends` (our parameter) keeps only puzzles with at least that many dead ends on the
-path, so max_k(params) = min_dead_ends holds for every generated instance.
+path, so max_k(params) = min_dead_ends holds for every generated instance; it applies to the
+splits named in `filter_splits` (only the SFT split needs it: the authors filter none).
 """
 
 from __future__ import annotations
@@ -34,7 +44,8 @@ import random
 from typing import Any
 
 from .base import Problem, TaskError
-from .gym import COMPACT_BACKTRACK, PAPER_BACKTRACK, GymTask, finish, gt_error, pick
+from .gym import COMPACT_BACKTRACK, GymTask, finish, finish_paper, gt_error, pick
+from .prompts import Prompt, authors_prompt
 
 MAX_CHAIN = 6                 # forced fills shown in one refutation at most
 DATASETS = {4: "mini_sudoku", 9: "sudoku"}
@@ -182,15 +193,13 @@ def _cell(r: int, c: int) -> str:
     return f"{r + 1}{c + 1}"
 
 
-def _digits(values) -> str:
-    values = sorted(v for v in values if v)
-    return ", ".join(map(str, values)) if values else "nothing"
-
-
 class SudokuTask(GymTask):
     name = "sudoku"
     backtrack_sft = True
-    OWN_PARAMS = {"grid": 9, "min_dead_ends": -1}      # -1: the default for the grid size
+    OWN_PARAMS = {"grid": 9, "min_dead_ends": -1,      # -1: the default for the grid size
+                  "filter_splits": ["sft", "train", "val", "test"]}
+    FILTER_PARAMS = {"min_dead_ends": 0}
+    PAPER_MARKERS = ("Back at (",)
 
     def answer_example(self, problem: Problem) -> str:
         """A valid grid of the problem's size (a fixed pattern), to show the format."""
@@ -208,6 +217,7 @@ class SudokuTask(GymTask):
         m = params.get("min_dead_ends", -1)
         if m < -1:
             raise TaskError(f"sudoku: parameter min_dead_ends must be >= 0, got {m}")
+        check_filter_splits(self.name, params)
 
     def floor(self, params: dict[str, Any]) -> int:
         m = params.get("min_dead_ends", -1)
@@ -256,6 +266,16 @@ class SudokuTask(GymTask):
         g = problem.ground_truth["puzzle"]
         return "\n".join("".join(str(v) if v else "_" for v in row) for row in g) + "\n"
 
+    def authors_prompt(self, problem: Problem, template: str) -> Prompt:
+        """reasoning-gym/sudoku.py:25-42 of their fork (the base template's user line is indented
+        there, and reproduced)."""
+        ex = "<answer> 1 3 5\n2 4 6\n7 8 9 </answer>"
+        return authors_prompt(
+            template, problem.question, sep="\n", base_indent="        ",
+            think=f"Show your work in <think> </think> tags, and return the answer in <answer> </answer> tags. For example, {ex}.",
+            think_base=f"Show your work in <think> </think> tags, and return the answer in <answer> </answer>. For example, {ex}.",
+            plain=f"Return the answer in <answer> </answer> tags. For example, {ex}.")
+
     # ---- traces
     def max_backtracks(self, problem: Problem) -> int:
         gt = self.parse_gt(problem.ground_truth)
@@ -289,56 +309,83 @@ class SudokuTask(GymTask):
     def _paper(self, puzzle, steps, chosen, solution) -> str:
         n = len(puzzle)
         g = [row[:] for row in puzzle]
-        out = [f"I fill the empty cells in order, left to right and top to bottom. For each cell the "
-               f"candidates are the digits from 1 to {n} that are not yet in its row, column or box."]
-        b = box_of(n)
+        lines: list[str] = []
+        shown = 0
         for t, s in enumerate(steps):
             r, c = s["cell"]
-            cands = ", ".join(map(str, s["cands"]))
-            mine = [(di, x) for di, x in enumerate(s["dead"]) if (t, di) in chosen]
+            right = s["right"]
+            mine = [x for di, x in enumerate(s["dead"]) if (t, di) in chosen]
             if not mine:
-                if len(s["cands"]) == 1:
-                    out.append(f"Cell ({r + 1},{c + 1}): the only candidate is {s['right']}. Place {s['right']}.")
-                else:
-                    out.append(f"Cell ({r + 1},{c + 1}): candidates {cands}. Place {s['right']}.")
-            else:
-                out.append(f"Cell ({r + 1},{c + 1}): candidates {cands}.")
-            for di, (d, chain, stuck) in mine:
-                out.append(f"Try {d} in cell ({r + 1},{c + 1}).")
+                shown += 1
+                line = f"{_looking(g, r, c)} Let's try to fill cell ({r + 1},{c + 1}) with {right}."
+                g[r][c] = right
+                if shown % 10 == 0:            # their trace shows the board every 10th cell
+                    line += f" The current board is:\n{_board(g)}"
+                lines.append(line)
+                continue
+            for d, chain, stuck in mine:
+                lines.append(f"{_looking(g, r, c)} Let's try to fill cell ({r + 1},{c + 1}) with {d}.")
                 h = [row[:] for row in g]
                 h[r][c] = d
                 for i, j, v in chain:
-                    out.append(f"Then cell ({i + 1},{j + 1}) can only be {v}. Place {v}.")
+                    lines.append(f"{_looking(h, i, j)} Let's try to fill cell ({i + 1},{j + 1}) with {v}.")
                     h[i][j] = v
                 i, j = stuck
-                br, bc = i // b * b, j // b * b
-                row = _digits(h[i][x] for x in range(n))
-                col = _digits(h[x][j] for x in range(n))
-                box = _digits(h[x][y] for x in range(br, br + b) for y in range(bc, bc + b))
-                out.append(f"Cell ({i + 1},{j + 1}): its row has {row}, its column has {col}, its box has "
-                           f"{box}. No digit fits: stuck at cell ({i + 1},{j + 1}).")
-                out.append(f"{PAPER_BACKTRACK}: erase {d} from cell ({r + 1},{c + 1}).")
-            if mine:
-                out.append(f"Cell ({r + 1},{c + 1}): place {s['right']}.")
-            g[r][c] = s["right"]
-        out.append("Every cell is filled and each row, column and box holds every digit once.")
-        return finish("\n" + "\n".join(out) + "\n", self.grid_text(solution, " "))
+                lines.append(f"{_looking(h, i, j)} Wait, we are stuck at cell ({i + 1},{j + 1}). There are no "
+                             "possible values for this cell. I need to go back to one of previous cells.")
+                lines.append(f"Back at ({r + 1},{c + 1}); erase {d}. The current board is:\n{_board(g)}")
+            lines.append(f"Out of all the possible values {s['cands']} for cell ({r + 1},{c + 1}), I tried "
+                         f"{[d for d, _, _ in mine]}. Let me try to fill the cell with {right}.")
+            g[r][c] = right
+        return finish_paper("\n".join(lines) + "\n", "\n" + self.grid_text(solution, " ") + "\n")
 
     # ---- reward
-    def is_correct(self, answer: str, gt: dict) -> bool:
-        puzzle = gt["puzzle"]
-        n = len(puzzle)
+    def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
+        """The authors' check (verl/utils/reward_score/sudoku.py:68-84): one line per row, the
+        row's numbers separated by whitespace, equal to the solution. `compact` also accepts a
+        row written as n digits."""
+        want = gt["solution"]
+        n = len(want)
         if len(answer) > 4 * n * n + 64:
             return False
-        rows = [line for line in answer.replace("/", "\n").split("\n") if line.strip()]
+        rows = answer.splitlines()
         if len(rows) != n:
             return False
-        grid = []
-        for line in rows:
-            cells = line.replace(",", " ").split()
-            if len(cells) == 1 and len(cells[0]) == n:
+        for line, row in zip(rows, want):
+            cells = line.split()
+            if compact and len(cells) == 1 and len(cells[0]) == n:
                 cells = list(cells[0])
-            if len(cells) != n or not all(len(x) == 1 and "1" <= x <= str(n) for x in cells):
+            if len(cells) != n or not all(x.isascii() and x.isdigit() and len(x) <= 4 for x in cells):
                 return False
-            grid.append([int(x) for x in cells])
-        return valid_solution(puzzle, grid)
+            if [int(x) for x in cells] != row:
+                return False
+        return True
+
+
+def check_filter_splits(name: str, params: dict[str, Any]) -> None:
+    splits = params.get("filter_splits", ["sft", "train", "val", "test"])
+    if not isinstance(splits, list) or not set(splits) <= {"sft", "train", "val", "test"}:
+        raise TaskError(f"{name}: parameter filter_splits must list splits of sft, train, val, test, "
+                        f"got {splits!r}")
+
+
+def _missing(values, n: int) -> list[int]:
+    return sorted(set(range(1, n + 1)) - set(values))
+
+
+def _looking(g: Grid, r: int, c: int) -> str:
+    """The authors' sentence about one cell (reasoning_gym/games/sudoku.py:85-103)."""
+    n = len(g)
+    b = box_of(n)
+    br, bc = r // b * b, c // b * b
+    row = _missing(g[r], n)
+    col = _missing((g[i][c] for i in range(n)), n)
+    box = _missing((g[i][j] for i in range(br, br + b) for j in range(bc, bc + b)), n)
+    cands = sorted(set(row) & set(col) & set(box))
+    return (f"Looking at the cell at ({r + 1},{c + 1}). Based on the current board, row {r + 1} is "
+            f"missing {row}, column {c + 1} is missing {col}, and the {b}x{b} box is {box}. Taking the "
+            f"intersection of these sets, the possible values for cell ({r + 1},{c + 1}) are {cands}.")
+
+
+def _board(g: Grid) -> str:
+    return "\n".join(" ".join(str(v) if v else "_" for v in row) for row in g)

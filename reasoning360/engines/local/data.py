@@ -51,16 +51,19 @@ def split_path(data_dir: str | Path, split: str) -> Path:
 
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The chat template when the tokenizer has one, else the contents concatenated."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return "".join(m["content"] for m in messages)
+    """A stored prompt's text, verbatim: its one message holds the whole prompt, chat tokens and
+    prefill included (`reasoning360.tasks.prompts`). No chat template is applied, whatever the
+    tokenizer has: the same text for SFT, GRPO, eval and distillation, as the authors feed it.
+    `tokenizer` is unused (kept so every caller reads the same)."""
+    from reasoning360.tasks.prompts import prompt_text
+
+    return prompt_text(messages)
 
 
 def encode_prompt(tokenizer, text: str) -> list[int]:
-    """Prompt ids; special tokens (BOS) are added only when no chat template put them in."""
-    add = not getattr(tokenizer, "chat_template", None)
-    return tokenizer(text, add_special_tokens=add)["input_ids"]
+    """Prompt ids: the text tokenized with the tokenizer's own special tokens (a BOS where it has
+    one, as vLLM's completions API does; Qwen2.5 adds none)."""
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
 
 
 def encode_response(tokenizer, text: str) -> list[int]:
