@@ -97,15 +97,15 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
     def ready(sid: str) -> bool:
         return all(store.stage(d).is_done() for d in plan.stages[sid].deps.values())
 
-    def start(sid: str) -> Running:
+    def start(sid: str, n_threads: int) -> Running:
         sd = store.stage(sid).path
         sd.mkdir(parents=True, exist_ok=True)
         log = open(sd / LOG, "ab")
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(n_threads),
                # this checkout's package, whatever the directory the sweep was started from
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen([sys.executable, "-m", "reasoning360.sweep.runner", str(store.root), sid,
-                                 "--threads", str(threads)], stdout=log, stderr=subprocess.STDOUT,
+                                 "--threads", str(n_threads)], stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True, preexec_fn=_die_with_parent)
         return Running(sid, proc, time.time(), log)
 
@@ -153,7 +153,12 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
                         skipped.add(sid)
                         continue
                     if len(running) < workers and ready(sid) and not (fail_fast and failed):
-                        running[sid] = start(sid)
+                        # a stage that starts alone, with nothing else to run beside it (the data
+                        # stage every point waits for), gets every core
+                        alone = not running and not any(o != sid and o not in failed and ready(o)
+                                                        and not store.stage(o).is_done() for o in todo)
+                        running[sid] = start(sid, cores if alone else threads)
+                        running[sid].boosted = alone
                         st = plan.stages[sid]
                         bars.add(sid, f"{_label(st)}", stages.get(st.kind).total_steps(st.spec))
                 report_points()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Role, StageKind
+from .base import Role, StageKind, base_runtime
 
 
 def spec(c: dict[str, Any]) -> dict[str, Any]:
@@ -17,12 +17,25 @@ def spec(c: dict[str, Any]) -> dict[str, Any]:
             "template": d["template"], "seed": d["seed"]}
 
 
+def generation_runtime(c: dict[str, Any]) -> dict[str, Any]:
+    """Problems and traces are generated over `threads` processes (engine.threads; 0: every
+    core the stage gets, e.g. the data stage's Slurm CPUs)."""
+    return {**base_runtime(c), "threads": c["engine"]["threads"]}
+
+
+def workers(ctx) -> int:
+    from ..cores import usable_cores
+
+    threads = int(ctx.runtime["threads"])
+    return threads if threads > 0 else usable_cores()
+
+
 def run(ctx) -> dict[str, Any]:
     from ..tasks import build_data
 
-    return build_data(ctx.spec, ctx.stage_dir, show_progress=ctx.show_progress)
+    return build_data(ctx.spec, ctx.stage_dir, show_progress=ctx.show_progress, workers=workers(ctx))
 
 
 KIND = StageKind(
-    name="data", inputs={}, run="reasoning360.stages.data:run",
+    name="data", inputs={}, run="reasoning360.stages.data:run", runtime=generation_runtime,
     roles=(Role("data", (), lambda c, p, ids: spec(c)),))

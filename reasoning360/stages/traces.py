@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Role, StageKind
+from .data import generation_runtime, workers
 from .distill import teacher_k
 
 
@@ -24,9 +25,10 @@ def build(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any] | None:
 def run(ctx) -> dict[str, Any]:
     from ..tasks import build_traces
 
-    return build_traces(ctx.spec, ctx.deps["data"], ctx.stage_dir, show_progress=ctx.show_progress)
+    return build_traces(ctx.spec, ctx.deps["data"], ctx.stage_dir, show_progress=ctx.show_progress,
+                        workers=workers(ctx))
 
 
 KIND = StageKind(
-    name="traces", inputs={"data": "data"}, run="reasoning360.stages.traces:run",
+    name="traces", inputs={"data": "data"}, run="reasoning360.stages.traces:run", runtime=generation_runtime,
     roles=(Role("traces", ("data",), build),))

@@ -47,6 +47,10 @@ def validate(c: dict[str, Any]) -> None:
     if rl["batch_size"] % rl["mini_batch_size"]:
         raise ConfigError(f"rl.mini_batch_size: {rl['mini_batch_size']} does not divide rl.batch_size "
                           f"({rl['batch_size']})")
+    d = c["data"]
+    if d["trace_style"] == "compact" and d["template"] != "compact":
+        raise ConfigError(f"data.trace_style: compact traces answer in the compact format, which only "
+                          f"data.template=compact asks for (got template={d['template']!r}); use trace_style=paper")
     sft = c["sft"]
     if sft["micro_batch_size"] is not None and sft["micro_batch_size"] > sft["batch_size"]:
         raise ConfigError(f"sft.micro_batch_size: {sft['micro_batch_size']} is larger than sft.batch_size "

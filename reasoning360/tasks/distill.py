@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_json
+
 SAMPLES = "samples.jsonl"
 SPLITS = {"correct": 1.0, "incorrect": 0.1, "incorrect_format": 0.0}
 
@@ -278,22 +280,23 @@ def distill(a: argparse.Namespace) -> dict[str, Any]:
     if a.limit is not None:
         rows = rows[: a.limit]
     client = Client(a.base_url, a.model, a.api_key, a.timeout, a.retries, a.endpoint, a.concurrency)
+    out = Path(a.output_dir).expanduser()
     try:
-        return distill_rows(rows, [render(r["prompt"]) for r in rows], client, Path(a.output_dir).expanduser(),
-                            a, source=str(src),
-                            settings={"base_url": a.base_url, "model": client.model, "endpoint": a.endpoint})
+        summary = distill_rows(rows, [render(r["prompt"]) for r in rows], client, out, a, source=str(src),
+                               settings={"base_url": a.base_url, "model": client.model, "endpoint": a.endpoint})
     finally:
         client.close()
+    write_json(out / "summary.json", summary)      # (a distill stage's summary is its StageDir's)
+    return summary
 
 
 def distill_rows(rows: list[dict], prompts: list[str], sampler, out: Path, a, *, source: str = "",
                  settings: dict | None = None, progress=None) -> dict[str, Any]:
-    """Sample, grade, log and split. `sampler.sample_batch([(index, n, seed)], prompts, rows, a)`
-    returns each request's [(text, finish_reason)]: an HTTP client (`Client`) or an in-process
-    engine (the distill stage's builtin backend). `a` carries n, max_tokens, temperature, top_p,
-    rejection, batch_size, seed, quiet. `progress(done_prompts, total)` is called per batch."""
-    from ..atomic import atomic_path
-
+    """Sample, grade, log and split; the summary. `sampler.sample_batch([(index, n, seed)], prompts,
+    rows, a)` returns each request's [(text, finish_reason)]: an HTTP client (`Client`) or an
+    in-process engine (the distill stage's builtin backend). `a` carries n, max_tokens,
+    temperature, top_p, rejection, batch_size, seed, quiet. `progress(done_prompts, total)` is
+    called per batch."""
     out.mkdir(parents=True, exist_ok=True)
     done = read_samples(out)
     resumed = len(done)
@@ -348,6 +351,4 @@ def distill_rows(rows: list[dict], prompts: list[str], sampler, out: Path, a, *,
                "settings": {**(settings or {}), "n": a.n, "max_tokens": a.max_tokens,
                             "temperature": a.temperature, "top_p": a.top_p,
                             "rejection": bool(a.rejection), "seed": a.seed}}
-    with atomic_path(out / "summary.json") as tmp:
-        Path(tmp).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
