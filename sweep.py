@@ -29,11 +29,12 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 2 and argv[0] in ("--cfg", "-c"):
         show, argv = argv[1], argv[2:]
         if show not in ("job", "all"):
-            err.print(f"[bold red]error:[/] --cfg: expected job or all, got {show!r}", highlight=False)
+            err.print(f"[bold red]error:[/] --cfg: expected job or all, got {show!r}", highlight=False,
+                      soft_wrap=True)
             return 2
     if any(a in ("-m", "--multirun") for a in argv):
         err.print("[bold red]error:[/] -m/--multirun: a sweep is one run; sweep values with grid.axes "
-                  "(e.g. 'grid.axes={rl.kl_coef:[0.0,0.01]}') or grid.seeds", highlight=False)
+                  "(e.g. 'grid.axes={rl.kl_coef:[0.0,0.01]}') or grid.seeds", highlight=False, soft_wrap=True)
         return 2
     try:
         cfg = compose(argv)
@@ -47,7 +48,7 @@ def main(argv: list[str]) -> int:
         return 0
     from reasoning360.launchers import run_sweep
 
-    return run_sweep(cfg)
+    return run_sweep(cfg, argv)
 
 
 if __name__ == "__main__":

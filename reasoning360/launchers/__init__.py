@@ -31,12 +31,14 @@ def get_launcher(name: str) -> Launcher:
     return getattr(importlib.import_module(module), cls)()
 
 
-def run_sweep(cfg: Any) -> int:
+def run_sweep(cfg: Any, overrides: list[str] | tuple[str, ...] = ()) -> int:
     """Compose -> validate -> plan -> the launcher's own checks -> record -> launch. Every error in
-    the input is one line, printed before anything is written or submitted (exit code 2)."""
+    the input is one line, printed before anything is written or submitted (exit code 2); so is
+    an override (of `overrides`, the command line's) that nothing in this sweep reads."""
     from rich.console import Console
 
     from ..sweep import sweepdir
+    from ..sweep.contract import refuse_inert
     from ..sweep.grid import GridError
     from ..sweep.main import build, record
 
@@ -45,6 +47,7 @@ def run_sweep(cfg: Any) -> int:
     try:
         c, plan, store, sweep_dir = build(cfg)
         launcher = get_launcher(c["launcher"]["name"])
+        refuse_inert(c, list(overrides), launcher.reads)
         launcher.validate(c, plan)
         if not c["sweep"]["dry_run"]:
             record(c, plan, store, sweep_dir)

@@ -29,6 +29,9 @@ class LaunchError(ValueError):
 
 class Launcher(ABC):
     name: ClassVar[str]
+    # The config keys (dotted prefixes) this launcher reads: an override of another launcher-scope
+    # key (launcher.*, cluster.*, sweep.*, paths.*) would change nothing and is refused.
+    reads: ClassVar[tuple[str, ...]]
 
     def validate(self, c: dict[str, Any], plan: Plan) -> None:
         """Raise LaunchError for what this launcher cannot run. Default: nothing to check."""

@@ -30,6 +30,8 @@ PID_FILE = "local-launcher.json"        # in the sweep directory while a local l
 
 class LocalLauncher(Launcher):
     name = "local"
+    reads = ("launcher.name", "launcher.workers", "paths", "sweep.name", "sweep.dry_run", "sweep.fail_fast",
+             "sweep.overwrite")
 
     def validate(self, c: dict[str, Any], plan: Plan) -> None:
         if c["engine"]["device"] == "cuda" and not _cuda_available():

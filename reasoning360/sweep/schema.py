@@ -1,6 +1,6 @@
 """The config contract, as a schema: every key of the composed config, its type, range and
-choices (pydantic models; every field required, so nothing is defaulted in Python: a key the
-YAML tree lacks is an error, and so is a key the schema does not know, `+sft.foo=1` included).
+choices (pydantic models; every field required (but a task's k_values, which RL-only tasks do not
+have), so nothing is defaulted in Python: a key the YAML tree lacks is an error, and so is a key the schema does not know, `+sft.foo=1` included).
 
 `check(c)` raises ConfigError with one line naming the first bad key, before anything is
 written. Cross-field rules (mini_batch_size <= batch_size, a model directory that holds a
@@ -19,7 +19,7 @@ import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt,
-                      ValidationError)
+                      ValidationError, model_validator)
 
 from .grid import GridError
 
@@ -92,8 +92,17 @@ class Grid(Section):
 class Task(Section):
     name: NonEmptyStr
     backtrack_sft: StrictBool
-    k_values: Union[list[NonNegInt], dict[str, list[NonNegInt]]]
+    # the task's own k grid (grid.backtracks=task): a list, or scale -> list; RL-only tasks have none
+    k_values: Union[list[NonNegInt], dict[str, list[NonNegInt]], None] = Field(default=None)
     params: dict[str, dict[str, Any]]      # per scale; the task itself checks its parameters
+
+    @model_validator(mode="after")
+    def _k_values_for_backtrack_tasks(self):
+        if self.backtrack_sft and self.k_values is None:
+            raise ValueError("k_values: missing (a task with backtrack SFT data lists its k grid)")
+        if not self.backtrack_sft and self.k_values is not None:
+            raise ValueError("k_values: an RL-only task (backtrack_sft: false) has no k grid")
+        return self
 
 
 # ----------------------------------------------------------------------------- stages
@@ -321,4 +330,5 @@ def _one_line(e: ValidationError) -> str:
                 f"{ctx.get('tag', err.get('input'))!r} (known: {ctx.get('expected_tags', '')})")
     got = err.get("input")
     msg = re.sub(r"^Value error, ", "", msg)
-    return f"{key}: {msg[0].lower() + msg[1:] if msg else msg}, got {got!r}"
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    return f"{key}: {msg}" if isinstance(got, dict) else f"{key}: {msg}, got {got!r}"
