@@ -129,7 +129,7 @@ def check_profile(c: dict[str, Any]) -> None:
 def resolve(c: dict[str, Any], kind: str) -> Resources:
     """The resources of one stage kind (see the module docstring for precedence)."""
     cl = c["cluster"]
-    base = c["launcher"]["resources"].get(kind) or {}      # a kind may be absent: derived
+    base = c["launcher"]["resources"].get(kind) or {}      # absent: the site must set nodes and gpus
     site = cl["resources"].get(kind) or {}
     src: dict[str, str] = {}
 
