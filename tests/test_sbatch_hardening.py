@@ -9,6 +9,7 @@ The same files against the real Slurm: tests/test_sbatch_slurm.py.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from reasoning360.launchers import run_sweep
 from reasoning360.launchers.slurm import SlurmLauncher, query as slurm_query, resources, sbatch, submit
 from reasoning360.launchers.base import LaunchError
 from reasoning360.sweep import main
+from reasoning360.sweep.store import Store
 
 from compose import compose_cfg
 
@@ -40,9 +42,20 @@ def no_slurm(monkeypatch):
     monkeypatch.setattr(slurm_query, "available", lambda: False)
 
 
+_BUILT: dict = {}
+
+
 def build(tmp_path, *overrides):
-    return main.build(compose_cfg(f"paths.root={tmp_path / 'root'}", "launcher=slurm", "+grid=smoke",
-                                  "grid.backtracks=[0]", *overrides))
+    """(config, plan, store, sweep dir) of a one-point smoke sweep under tmp_path/root; composed once
+    per set of overrides (Hydra takes ~0.3 s), copied for each test."""
+    if overrides not in _BUILT:
+        _BUILT[overrides] = main.build(compose_cfg("paths.root=/unused", "launcher=slurm", "+grid=smoke",
+                                                   "grid.backtracks=[0]", *overrides))[:2]
+    c, plan = _BUILT[overrides]
+    c = copy.deepcopy(c)
+    root = tmp_path / "root"
+    c["paths"].update(root=str(root), store=str(root / "store"), sweeps=str(root / "sweeps"))
+    return c, plan, Store(c["paths"]["store"]), Path(c["paths"]["sweeps"]) / c["sweep"]["name"]
 
 
 def refusal(c, plan) -> str:
@@ -387,7 +400,6 @@ def test_zero_means_zero_in_the_array_files(tmp_path):
 
 def test_max_requeue_zero_never_requeues(tmp_path, monkeypatch):
     from reasoning360.launchers.slurm import job
-    from reasoning360.sweep.store import Store
 
     def must_not_run(ref):
         raise AssertionError(f"requeued {ref} although launcher.max_requeue=0")

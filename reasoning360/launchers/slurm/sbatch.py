@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from reasoning360.launchers.slurm import query
-from reasoning360.launchers.slurm.resources import ResourceError, Resources
+from reasoning360.launchers.slurm.resources import ResourceError, Resources, check_profile
 
 OPTION_MAX = 1024          # Slurm refuses longer strings ("parameter too long")
 SHELL_MAX = 4096           # env values, setup lines, container flags, paths
@@ -172,6 +172,7 @@ def check_launcher(c: dict[str, Any]) -> None:
 
 def site(c: dict[str, Any]) -> Site:
     """Check every site-profile and launcher value that reaches a job file; the Site to write."""
+    check_profile(c)
     check_launcher(c)
     cl = c["cluster"]
     text(cl["name"], "cluster.name", limit=200)
