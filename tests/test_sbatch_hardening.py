@@ -97,6 +97,8 @@ REFUSED = [
     (("cluster", "additional_sbatch"), {"out": "/elsewhere"}, "cluster.additional_sbatch.out"),   # abbreviation
     (("cluster", "additional_sbatch"), {"sig": "USR1@1"}, "cluster.additional_sbatch.sig"),
     (("cluster", "additional_sbatch"), {"partition": "x"}, "cluster.additional_sbatch.partition"),
+    (("cluster", "additional_sbatch"), {"mem_per_cpu": "2G"}, "cluster.additional_sbatch.mem_per_cpu"),
+    (("cluster", "additional_sbatch"), {"gpus": 8}, "cluster.additional_sbatch.gpus"),
     (("cluster", "additional_sbatch"), {"comment": ["a", "b"]}, "cluster.additional_sbatch.comment"),
     (("cluster", "env"), {"A B": "x"}, "cluster.env.A B"),
     (("cluster", "env"), {"A;touch x": "x"}, "cluster.env.A;touch x"),
@@ -179,7 +181,7 @@ def test_cli_refuses_a_hostile_profile_before_writing(tmp_path):
                        capture_output=True, text=True, timeout=300)
     out = (p.stdout + p.stderr).strip()
     assert p.returncode == 2, out
-    assert out.splitlines() == [out] and out.startswith("error: cluster.partition: control character"), out
+    assert out.splitlines() == [out] and out.startswith("error: cluster.partition: control or format character"), out
     assert not (tmp_path / "root").exists() and not Path(CANARY).exists()
 
 

@@ -58,6 +58,8 @@ MANAGED = ("job-name", "partition", "nodes", "ntasks-per-node", "cpus-per-task",
            "gpus-per-node", "constraint", "time", "array", "signal", "requeue", "no-requeue",
            "open-mode", "output", "error", "dependency", "parsable", "wrap", "account", "qos",
            "exclusive", "kill-on-invalid-dep", "chdir")
+# real sbatch options that contradict the per-node request the writer makes
+CONFLICTING = ("gpus", "ntasks", "mem-per-cpu", "mem-per-gpu", "cpus-per-gpu", "gpus-per-task", "ntasks-per-gpu")
 OWNER = {"account": "cluster.account", "qos": "cluster.qos", "exclusive": "cluster.exclusive",
          "partition": "cluster.partition", "constraint": "cluster.constraint", "gres": "cluster.gres"}
 JOB_MODULE = "reasoning360.launchers.slurm.job"
@@ -87,14 +89,15 @@ def text(v: Any, key: str, *, limit: int = SHELL_MAX, option: bool = False) -> s
     """A string (or number) safe to quote into a file: no control characters, not empty, at most
     `limit` characters; `option`: an #SBATCH value (no backslash)."""
     if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-        raise ResourceError(f"{key}: expected a string, got {type(v).__name__} {_show(str(v))}")
+        got = "null" if v is None else f"{type(v).__name__} {_show(str(v))}"
+        raise ResourceError(f"{key}: expected a string, got {got}")
     s = str(v)
     if not s:
         raise ResourceError(f"{key}: empty string (use null to leave it unset)")
     for i, ch in enumerate(s):
         if unicodedata.category(ch) in BAD_CHARS:
-            raise ResourceError(f"{key}: control character {ch!r} at position {i} (a newline would end "
-                                f"the line and run what follows); got {_show(s)}")
+            raise ResourceError(f"{key}: control or format character {ch!r} at position {i} (a newline "
+                                f"would end the line and run what follows); got {_show(s)}")
     if len(s) > limit:
         raise ResourceError(f"{key}: {len(s)} characters, more than {limit}; got {_show(s)}")
     if option and "\\" in s:
@@ -108,11 +111,14 @@ def option_key(k: Any, key: str) -> str:
         raise ResourceError(f"{key}: not an sbatch option name (expected [A-Za-z_][A-Za-z0-9_-]*); "
                             f"got {_show(str(k))}")
     opt = k.replace("_", "-")
+    if opt in CONFLICTING:
+        raise ResourceError(f"{key}: --{opt} contradicts the per-node request the launcher makes (set "
+                            f"nodes, gpus, cpus, mem_gb under launcher.resources / cluster.resources)")
     hit = next((m for m in MANAGED if m.startswith(opt)), None)
     if hit is not None:
         where = OWNER.get(hit, "the launcher (resources, launcher.*)")
-        raise ResourceError(f"{key}: --{opt} {'is' if hit == opt else 'abbreviates'} --{hit}, which "
-                            f"is set by {where}; not here")
+        what = f"--{opt}" if hit == opt else f"--{opt} abbreviates --{hit}, which"
+        raise ResourceError(f"{key}: {what} is set by {where}; not here")
     return opt
 
 
@@ -152,6 +158,9 @@ def check_launcher(c: dict[str, Any]) -> None:
     """launcher.* and sweep.* knobs of the Slurm launcher, strictly: 0 means 0."""
     la = c["launcher"]
     _number(la["preempt_grace_s"], "launcher.preempt_grace_s", minimum=0)
+    if la["signal_delay_s"] == 0 and not isinstance(la["signal_delay_s"], bool):
+        raise ResourceError("launcher.signal_delay_s: 0 would send USR2 at the time limit itself, with the kill: "
+                            "no time to checkpoint; use 1..65535 s, more than launcher.preempt_grace_s")
     _number(la["signal_delay_s"], "launcher.signal_delay_s", minimum=0, maximum=65535, integer=True,
             strict_min=True)
     if la["signal_delay_s"] <= la["preempt_grace_s"]:
