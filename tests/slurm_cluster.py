@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "reasoning360" / "cluster" / "localslurm"
+SCRIPTS = Path(__file__).resolve().parents[1] / "reasoning360" / "launchers" / "slurm" / "localslurm"
 BASE = os.environ.get("SLURM_BASE", "/tmp/local-slurm")
 
 

@@ -154,10 +154,15 @@ def test_resources_local_and_generic(tmp_path):
     assert (sft.gpus, sft.cpus, sft.mem_gb) == (8, 64, 640)
     assert (data.gpus, data.partition) == (0, "cpu")
     assert resources.resolve(g, "rl").nodes == 2
-    text = sbatch.text(tmp_path, "python -m x", sbatch.params(g, sft, job_name="j", array="0-3%2", n_tasks=4))
+    st = sbatch.site(g)
+    text = sbatch.script(st, name="j", res=sft, array="0-3%2", log_dir=tmp_path,
+                         argv=sbatch.job_argv(st, tmp_path / "a.json"))
     for frag in ("--gpus-per-node=8", "--cpus-per-task=64", "--mem=655360M", "--partition=gpu",
                  "--array=0-3%2", "--signal=USR2@90", "--requeue", "srun", "source $HOME/venvs/r360"):
         assert frag in text, frag
+    g["cluster"]["gres"] = "gpu:h100:{gpus}"
+    text = sbatch.script(sbatch.site(g), name="j", res=sft, array=None, log_dir=tmp_path, argv=["x"])
+    assert "#SBATCH --gres=gpu:h100:8" in text and "gpus-per-node" not in text
 
 
 @pytest.mark.parametrize("override,key", [
@@ -278,22 +283,33 @@ def test_render_without_slurm(tmp_path, monkeypatch):
     assert "#SBATCH --array=0-1" in text and "reasoning360.launchers.slurm.job" in text
     sh = (out / "submit.sh").read_text()
     assert "--dependency=\"aftercorr:${J_traces}" in sh and "afterany:" in sh
+    assert str(out / "02-sft.sbatch") in sh              # absolute: submit.sh runs from anywhere
     # the launcher refuses to submit without Slurm, before writing anything
     assert submit.launch(c, plan, store, sweep_dir, Console(), mode="launch") == 2
     assert not (sweep_dir / "jobs.json").exists()
 
 
-def test_templates_run_what_the_launcher_runs(tmp_path):
-    """slurm/*.sbatch (by hand) run the same job entry point with the same signal/requeue flags."""
+def test_templates_emit_the_writers_flags(tmp_path):
+    """slurm/*.sbatch (by hand) carry the writer's #SBATCH flags (partition and array go on the
+    sbatch command line), the same signal/requeue/output contract, and run the same entry point."""
     c, *_ = build(tmp_path, "+grid=smoke")
-    gen = sbatch.text(tmp_path, "python -u -m reasoning360.launchers.slurm.job A.json",
-                      sbatch.params(c, resources.resolve(c, "sft"), job_name="j", array="0-1", n_tasks=2))
-    tmpl = (Path(__file__).resolve().parents[1] / "slurm" / "stage.sbatch").read_text()
-    for flag in ("--signal=USR2@90", "--requeue", "--ntasks-per-node=1", "--open-mode=append"):
-        assert flag in gen and flag in tmpl, flag
-    assert "-u -m reasoning360.launchers.slurm.job" in tmpl and "srun --unbuffered" in tmpl
-    ana = (Path(__file__).resolve().parents[1] / "slurm" / "analysis.sbatch").read_text()
-    assert "reasoning360.launchers.slurm.job --analysis" in ana
+    st = sbatch.site(c)
+    root = Path(__file__).resolve().parents[1] / "slurm"
+    for name, kind, array in (("stage.sbatch", "sft", "0-1"), ("analysis.sbatch", "analysis", None)):
+        gen_text = sbatch.script(st, name="j", res=resources.resolve(c, kind), array=array, log_dir=tmp_path,
+                                 argv=sbatch.job_argv(st, tmp_path / "A.json"))
+        tmpl_text = (root / name).read_text()
+        gen, tmpl = sbatch.read_flags(gen_text), sbatch.read_flags(tmpl_text)
+        assert set(tmpl) == set(gen) - {"partition", "array"}, (name, set(tmpl) ^ set(gen))
+        for k in ("signal", "requeue", "open-mode", "ntasks-per-node", "nodes"):
+            assert tmpl[k] == gen[k], (name, k, tmpl[k], gen[k])
+        assert gen["signal"] == f"USR2@{c['launcher']['signal_delay_s']}"
+        assert tmpl["output"].endswith(Path(gen["output"]).name), (name, tmpl["output"])
+        srun = [ln for ln in tmpl_text.splitlines() if ln.startswith("srun ")]
+        assert len(srun) == 1 and srun[0].startswith("srun --unbuffered --output ")
+        assert gen_text.rstrip().splitlines()[-1].startswith("srun --unbuffered --output ")
+        assert "-u -m reasoning360.launchers.slurm.job" in srun[0]
+    assert "reasoning360.launchers.slurm.job --analysis" in (root / "analysis.sbatch").read_text()
 
 
 def test_distill_baselines_get_a_distill_array_after_the_teacher(tmp_path):

@@ -63,7 +63,7 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
 
     if c["sweep"].get("dry_run"):
         mode = "dry_run"
-    elif not (c.get("launcher") or {}).get("submit", True):
+    elif not c["launcher"]["submit"]:
         mode = "render"      # record the sweep, write its sbatch files, submit nothing
     else:
         mode = "launch"

@@ -7,11 +7,11 @@ One task per node: rank 0 runs the stage, other ranks only host Ray workers.
 
 Signals (the preemption flow):
   * USR2 (Slurm sends it `launcher.signal_delay_s` before the time limit, or on preemption
-    with `scancel --signal=USR2`): we do NOT let submitit's handler run `checkpoint()` and exit
-    from inside the signal handler, because that would stop the engine mid-step. Our handler
+    with `scancel --signal=USR2`): we do NOT checkpoint and exit from inside the signal
+    handler, because that would stop the engine mid-step. Our handler
     only sets `ctx.preempt.requested`; the engine finishes its step, saves a checkpoint and
     raises `Preempted` (the runner records the attempt); we tear Ray down and requeue the
-    task with submitit's `JobEnvironment._requeue` (`scontrol requeue <job>_<task>`), then exit.
+    task (`scontrol requeue <job>_<task>`, reasoning360.launchers.slurm.sbatch.requeue), then exit.
     The requeued task resumes from that checkpoint; the Tracker truncates metrics rows past
     it, so no step is logged twice. A stage that does not reach a step boundary within
     `launcher.preempt_grace_s` (data, traces, eval) is interrupted and requeued anyway.
@@ -137,7 +137,7 @@ def run_task(doc: dict, tid: int) -> int:
     if rank == 0:
         _log(f"{role} {sid} (job {key}, rank {rank}/{len(hosts)}, host {socket.gethostname()}, "
              f"restart {restarts}) -> {store.stage(sid).path}")
-    sig = Signals(float(doc.get("preempt_grace_s") or 60))
+    sig = Signals(float(doc["preempt_grace_s"]))        # 0: no grace, interrupt at once
     sig.install()
     cluster = None
     if doc.get("ray"):
@@ -219,9 +219,11 @@ def _hosts() -> list[str]:
 
 
 def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
-    limit = int(doc.get("max_requeue") or 10)
+    """Requeue this task (`scontrol requeue <job>_<task>`) unless it has been requeued
+    launcher.max_requeue times already (0: never requeue; the stage is marked failed)."""
+    limit = int(doc["max_requeue"])
     if restarts >= limit:
-        msg = (f"not requeued: preempted or timed out {restarts + 1} times "
+        msg = (f"not requeued: preempted or timed out {restarts + 1} time(s) "
                f"(launcher.max_requeue={limit}); resubmit with r360 resubmit --failed")
         store.stage(sid).mark_failed(msg + "\n")
         _log(msg)
@@ -229,13 +231,12 @@ def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
     if not os.environ.get("SLURM_JOB_ID"):
         _log("preempted outside Slurm: rerun to resume")
         return 3
-    import submitit
+    from reasoning360.launchers.slurm.sbatch import job_ref, requeue
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)   # the requeue itself signals this step
-    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")
-    env = submitit.JobEnvironment()
-    env._requeue(limit - restarts - 1)
-    _log(f"requeued {env.job_id} (restart {restarts + 1}/{limit}); it resumes from its checkpoint")
+    ref = job_ref(os.environ)
+    requeue(ref)
+    _log(f"requeued {ref} (restart {restarts + 1}/{limit}); it resumes from its checkpoint")
     return 255
 
 

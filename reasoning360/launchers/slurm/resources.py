@@ -11,11 +11,13 @@ field per kind under `cluster.resources.<kind>`. Precedence, per field:
 Derived defaults: cpus = gpus x cluster.cpus_per_gpu (else cluster.cpus_per_task);
 mem_gb = gpus x cluster.mem_per_gpu_gb (else cluster.mem_gb); time_minutes =
 cluster.time_minutes; partition = cluster.cpu_partition for GPU-less kinds, else
-cluster.partition. `gpus: node` means all of cluster.gpus_per_node.
+cluster.partition. `gpus: node` means all of cluster.gpus_per_node. `nodes` and `gpus` have
+no derivation: a kind that sets neither is refused (0 means 0: `gpus: 0` is a CPU-only kind).
 
 Every check that can fail does so before anything is submitted, in one line naming the key
 the user should change (`check_profile` without Slurm, `check_against` with what
-`scontrol show partition/node` reported).
+`scontrol show partition/node` reported). The values that reach a job file (partition,
+constraint, ...) are checked for safety, and quoted, by reasoning360.launchers.slurm.sbatch.
 """
 
 from __future__ import annotations
@@ -91,35 +93,43 @@ def _num(v: Any, key: str, allow_none: bool = True) -> float | None:
 
 
 def check_profile(c: dict[str, Any]) -> None:
-    """Static checks of the site profile (no Slurm needed)."""
-    cl = c.get("cluster") or {}
+    """Static checks of the site profile's shape and numbers (no Slurm needed). The values that
+    reach a job file are checked, and quoted, by reasoning360.launchers.slurm.sbatch."""
+    cl = c["cluster"]
     unknown = sorted(set(cl) - PROFILE_KEYS)
     if unknown:
         raise ResourceError(f"cluster.{unknown[0]}: unknown site-profile key "
                             f"(known: {', '.join(sorted(PROFILE_KEYS))})")
-    if not isinstance(cl.get("partition"), str) or not cl["partition"]:
-        raise ResourceError(f"cluster.partition: missing (cluster={cl.get('name')}); name the Slurm partition")
-    _int(cl.get("gpus_per_node", 0), "cluster.gpus_per_node")
+    missing = sorted(PROFILE_KEYS - set(cl))
+    if missing:
+        raise ResourceError(f"cluster.{missing[0]}: missing from the site profile (cluster={cl.get('name')}); "
+                            "every key of configs/cluster/local.yaml must be set (null where allowed)")
+    if not isinstance(cl["partition"], str) or not cl["partition"]:
+        raise ResourceError(f"cluster.partition: missing (cluster={cl['name']}); name the Slurm partition")
+    _int(cl["gpus_per_node"], "cluster.gpus_per_node")
     for key in ("cpus_per_gpu", "cpus_per_task"):
-        _int(cl.get(key), f"cluster.{key}", minimum=1, allow_none=True)
+        _int(cl[key], f"cluster.{key}", minimum=1, allow_none=True)
     for key in ("mem_per_gpu_gb", "mem_gb"):
-        _num(cl.get(key), f"cluster.{key}")
-    _int(cl.get("time_minutes"), "cluster.time_minutes", minimum=1)
-    if not isinstance(cl.get("setup") or [], list):
+        _num(cl[key], f"cluster.{key}")
+    _int(cl["time_minutes"], "cluster.time_minutes", minimum=1)
+    if not isinstance(cl["setup"], list):
         raise ResourceError("cluster.setup: expected a list of shell lines")
-    if not isinstance(cl.get("env") or {}, dict):
+    if not isinstance(cl["env"], dict):
         raise ResourceError("cluster.env: expected a mapping NAME: value")
-    cont = cl.get("container")
-    if cont is not None and not (isinstance(cont, dict) and isinstance(cont.get("flags") or [], list)):
+    cont = cl["container"]
+    if cont is not None and not (isinstance(cont, dict) and set(cont) == {"flags"}
+                                 and isinstance(cont["flags"], list)):
         raise ResourceError("cluster.container: expected null or {flags: [srun flags...]}")
     for where in ("launcher", "cluster"):
-        res = (c.get(where) or {}).get("resources") or {}
+        res = c[where]["resources"]
         if not isinstance(res, dict):
             raise ResourceError(f"{where}.resources: expected a mapping kind -> resources")
         for kind, r in res.items():
             known = resource_keys()
             if kind not in known:
                 raise ResourceError(f"{where}.resources.{kind}: unknown stage kind (known: {', '.join(known)})")
+            if r is not None and not isinstance(r, dict):
+                raise ResourceError(f"{where}.resources.{kind}: expected a mapping field -> value")
             for f in (r or {}):
                 if f not in FIELDS:
                     raise ResourceError(f"{where}.resources.{kind}.{f}: unknown field (known: {', '.join(FIELDS)})")
@@ -128,8 +138,8 @@ def check_profile(c: dict[str, Any]) -> None:
 def resolve(c: dict[str, Any], kind: str) -> Resources:
     """The resources of one stage kind (see the module docstring for precedence)."""
     cl = c["cluster"]
-    base = ((c.get("launcher") or {}).get("resources") or {}).get(kind) or {}
-    site = (cl.get("resources") or {}).get(kind) or {}
+    base = c["launcher"]["resources"].get(kind) or {}      # absent: the site must set nodes and gpus
+    site = cl["resources"].get(kind) or {}
     src: dict[str, str] = {}
 
     def get(name: str) -> Any:
@@ -139,47 +149,61 @@ def resolve(c: dict[str, Any], kind: str) -> Resources:
         if base.get(name) is not None:
             src[name] = f"launcher.resources.{kind}.{name}"
             return base[name]
+        src[name] = f"launcher.resources.{kind}.{name}"
         return None
 
-    gpn = int(cl.get("gpus_per_node") or 0)
-    gpus = get("gpus")
+    def need(name: str) -> Any:
+        v = get(name)
+        if v is None:
+            raise ResourceError(f"{src[name]}: missing (set it in configs/launcher/slurm.yaml or the site profile)")
+        return v
+
+    gpn = cl["gpus_per_node"]
+    gpus = need("gpus")
     if gpus == "node":
         gpus = gpn
-    gpus = _int(gpus or 0, src.get("gpus", f"launcher.resources.{kind}.gpus"))
-    nodes = _int(get("nodes") or 1, src.get("nodes", f"launcher.resources.{kind}.nodes"), minimum=1)
+    gpus = _int(gpus, src["gpus"])
+    nodes = _int(need("nodes"), src["nodes"], minimum=1)
     cpus = get("cpus")
     if cpus is None:
-        if gpus and cl.get("cpus_per_gpu"):
+        if gpus and cl["cpus_per_gpu"] is not None:
             cpus, src["cpus"] = gpus * int(cl["cpus_per_gpu"]), "cluster.cpus_per_gpu"
         else:
-            cpus, src["cpus"] = cl.get("cpus_per_task") or 1, "cluster.cpus_per_task"
+            cpus, src["cpus"] = cl["cpus_per_task"], "cluster.cpus_per_task"
+            if cpus is None:
+                raise ResourceError(f"cluster.cpus_per_task: needed for {kind} jobs (launcher.resources.{kind}.cpus "
+                                    f"and cluster.cpus_per_gpu give none)")
     cpus = _int(cpus, src["cpus"], minimum=1)
     mem = get("mem_gb")
     if mem is None:
-        if gpus and cl.get("mem_per_gpu_gb"):
+        if gpus and cl["mem_per_gpu_gb"] is not None:
             mem, src["mem_gb"] = gpus * float(cl["mem_per_gpu_gb"]), "cluster.mem_per_gpu_gb"
-        elif cl.get("mem_gb") is not None:
+        elif cl["mem_gb"] is not None:
             mem, src["mem_gb"] = cl["mem_gb"], "cluster.mem_gb"
-    mem = _num(mem, src.get("mem_gb", f"launcher.resources.{kind}.mem_gb"))
+    mem = _num(mem, src["mem_gb"])
     time_min = get("time_minutes")
     if time_min is None:
-        time_min, src["time_minutes"] = cl.get("time_minutes") or 60, "cluster.time_minutes"
+        time_min, src["time_minutes"] = cl["time_minutes"], "cluster.time_minutes"
     time_min = _int(time_min, src["time_minutes"], minimum=1)
     part = get("partition")
     if part is None:
-        if not gpus and cl.get("cpu_partition"):
+        if not gpus and cl["cpu_partition"] is not None:
             part, src["partition"] = cl["cpu_partition"], "cluster.cpu_partition"
         else:
             part, src["partition"] = cl["partition"], "cluster.partition"
+    if not isinstance(part, str):
+        raise ResourceError(f"{src['partition']}: expected a partition name, got {part!r}")
     constraint = get("constraint")
     if constraint is None and gpus:
-        constraint = cl.get("constraint")
-        if constraint:
+        constraint = cl["constraint"]
+        if constraint is not None:
             src["constraint"] = "cluster.constraint"
+    if constraint is not None and not isinstance(constraint, str):
+        raise ResourceError(f"{src['constraint']}: expected a constraint string, got {constraint!r}")
     if gpus > gpn:
-        raise ResourceError(f"{src.get('gpus', f'launcher.resources.{kind}.gpus')}: {gpus} GPUs per node "
-                            f"requested but cluster.gpus_per_node is {gpn} (cluster={cl.get('name')})")
-    return Resources(kind, str(part), nodes, gpus, cpus, mem, time_min, constraint,
+        raise ResourceError(f"{src['gpus']}: {gpus} GPUs per node "
+                            f"requested but cluster.gpus_per_node is {gpn} (cluster={cl['name']})")
+    return Resources(kind, part, nodes, gpus, cpus, mem, time_min, constraint,
                      tuple(sorted(src.items())))
 
 
@@ -230,14 +254,3 @@ def _features(constraint: str | None) -> set[str]:
     if any(ch in constraint for ch in "|[]*"):
         return set()          # alternatives: leave it to Slurm
     return {f.strip() for f in constraint.split("&") if f.strip()}
-
-
-def gres_flags(res: Resources, cluster: dict[str, Any]) -> dict[str, Any]:
-    """The sbatch keys that ask for the GPUs: `--gres` when the profile spells it, else
-    `--gpus-per-node`."""
-    if not res.gpus:
-        return {}
-    tmpl = cluster.get("gres")
-    if tmpl:
-        return {"gres": str(tmpl).format(gpus=res.gpus)}
-    return {"gpus_per_node": res.gpus}

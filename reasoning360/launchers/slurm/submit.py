@@ -38,14 +38,14 @@ def logs_dir(sweep_dir: Path) -> Path:
 
 
 def _launcher(c: dict) -> dict:
-    return c.get("launcher") or {}
+    return c["launcher"]
 
 
 def stage_needs_ray(c: dict, kind: str, spec: dict, runtime: dict, res: Resources) -> bool:
     """launcher.ray: `always`, `never`, or `auto` — a Ray cluster when the job spans several
     nodes or the stage's kind says it needs one (the engine decides: local GRPO with rollout
     workers, verl's main_ppo)."""
-    mode = c["launcher"]["ray"]
+    mode = c["launcher"]["ray"]          # auto | always | never (sbatch.check_launcher)
     if mode == "always":
         return True
     if mode == "never":
@@ -53,13 +53,22 @@ def stage_needs_ray(c: dict, kind: str, spec: dict, runtime: dict, res: Resource
     return res.nodes > 1 or stages.get(kind).needs_ray(spec, runtime)
 
 
-def check_resources(c: dict, plan: Plan, need_slurm: bool) -> tuple[dict[str, Resources], Any]:
-    """Resolve and check every stage kind's resources; (kind -> Resources, ClusterInfo|None)."""
+SKIPPED_WITHOUT_SLURM = ("that each partition exists and is UP, time limits against its MaxTime, nodes, "
+                         "CPUs, GPUs, memory and features against its nodes, MaxArraySize (1001 assumed)")
+
+
+def check_resources(c: dict, plan: Plan, need_slurm: bool, sweep_dir: Path | None = None
+                    ) -> tuple[dict[str, Resources], Any, sbatch.Site]:
+    """Resolve and check every stage kind's resources and every value that reaches a job file;
+    (kind -> Resources, ClusterInfo or None when Slurm is not here, the checked Site)."""
     resources.check_profile(c)
     kinds = sorted({s.kind for s in plan.stages.values()})
     res = {k: resources.resolve(c, stages.get(k).resource_key) for k in kinds}
-    res["analysis"] = resources.resolve(c, "analysis")
+    res["analysis"] = resources.resolve(c, resources.ANALYSIS)
     kinds.append("analysis")
+    if sweep_dir is None:
+        sweep_dir = Path(c["paths"]["sweeps"]) / c["sweep"]["name"]
+    site = sbatch.check(c, sweep_dir, res)
     info = None
     if slurm_query.available():
         info = slurm_query.cluster_info()
@@ -68,7 +77,7 @@ def check_resources(c: dict, plan: Plan, need_slurm: bool) -> tuple[dict[str, Re
     elif need_slurm:
         raise ResourceError("launcher.name: slurm, but sbatch/squeue are not on PATH here; "
                             "submit from a login node, or use sweep.dry_run=true / r360 render")
-    return res, info
+    return res, info, site
 
 
 
@@ -107,19 +116,18 @@ def queue_state(jobs: JobsFile, store: Store, candidates: set[str]
 def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console: Console, *,
            only: set[str] | None = None, mode: str = "launch", note: str = "launch") -> int:
     """mode: launch (submit) | dry_run (print the plan) | render (write sbatch files)."""
-    sweep_dir = Path(sweep_dir)
-    dry = mode == "dry_run" or bool(c["sweep"].get("dry_run"))
-    if dry:
+    sweep_dir = Path(sweep_dir).resolve()      # a relative paths.root: from where the user ran
+    if c["sweep"]["dry_run"]:
         mode = "dry_run"
     t0 = time.perf_counter()
     try:
-        res, info = check_resources(c, plan, need_slurm=(mode == "launch"))
+        res, info, site = check_resources(c, plan, need_slurm=(mode == "launch"), sweep_dir=sweep_dir)
     except (ResourceError, slurm_query.SlurmError) as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return 2
     la = _launcher(c)
     max_arr = info.max_array_size if info else 1001
-    if la.get("max_array_size"):
+    if la["max_array_size"] is not None:
         max_arr = min(max_arr, int(la["max_array_size"]))
     jobs = JobsFile(sweep_dir)
     with (locked(sweep_dir) if mode == "launch" else _nullctx()):
@@ -134,14 +142,16 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
             return res[kind]
 
         arrs = arrays_mod.build(plan, todo, live, resources_of, max_array_size=max_arr,
-                                max_groups=int(la.get("max_groups") or 16),
-                                throttle=int(c["sweep"].get("array_parallelism") or 64))
+                                max_groups=int(la["max_groups"]),
+                                throttle=int(c["sweep"]["array_parallelism"]))
         if mode == "dry_run":
             print_plan(c, plan, arrs, res, done, live, console, max_arr)
+            _print_skipped(info, console)
             return 0
         if mode == "render":
-            out = render(c, plan, store, sweep_dir, arrs, res, live, specs)
+            out = render(c, plan, store, sweep_dir, arrs, res, live, specs, site)
             console.print(f"wrote {len(arrs)} sbatch file(s) and {out / 'submit.sh'}", highlight=False)
+            _print_skipped(info, console)
             return 0
         if not arrs:
             _nothing_to_do(c, plan, store, sweep_dir, done, live, console)
@@ -153,7 +163,7 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
                    if j["job_id"] in q and q[j["job_id"]].state == "PENDING"]
         if cancel:
             slurm_query.scancel(cancel)
-        records, analysis, err = _submit_all(c, plan, store, sweep_dir, arrs, res, live, specs, jobs)
+        records, analysis, err = _submit_all(c, plan, store, sweep_dir, arrs, res, live, specs, jobs, site)
         jobs.add(records, analysis, note=note)
     dt = time.perf_counter() - t0
     n_tasks = sum(len(a["tasks"]) for a in records)
@@ -170,6 +180,13 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
     console.print(f"submitted {len(records)} array(s), {n_tasks} task(s) in {dt:.2f}s; "
                   f"follow with: r360 status {sweep_dir}", highlight=False)
     return 0
+
+
+def _print_skipped(info, console) -> None:
+    if info is None:
+        console.print(f"not checked (no Slurm here, these need scontrol): {SKIPPED_WITHOUT_SLURM}; checked: "
+                      "the site profile, every value that reaches a job file, the launcher's timings",
+                      highlight=False, soft_wrap=True)
 
 
 class _nullctx:
@@ -200,38 +217,71 @@ def _record(store: Store, plan: Plan, sid: str) -> tuple[dict, dict]:
 
 def array_file_doc(c: dict, store: Store, sweep_dir: Path, arr: arrays_mod.Array,
                    specs: dict[str, tuple[dict, dict]]) -> dict:
+    """What the job body reads (reasoning360.launchers.slurm.job): its stages and the launcher's
+    knobs, read strictly (checked by sbatch.check_launcher: 0 means 0)."""
     la = _launcher(c)
     any_ray = any(stage_needs_ray(c, arr.kind, *specs[s], arr.resources) for s in arr.tasks.values())
     return {"store": str(store.root), "sweep_dir": str(Path(sweep_dir).resolve()), "name": arr.name,
             "role": arr.role, "kind": arr.kind, "offset": arr.offset,
             "tasks": {str(t): s for t, s in sorted(arr.tasks.items())},
-            "ray": any_ray, "ray_join_timeout_s": float(la.get("ray_join_timeout_s") or 180),
+            "ray": any_ray, "ray_join_timeout_s": float(la["ray_join_timeout_s"]),
             "gpus": arr.resources.gpus, "cpus": arr.resources.cpus,
-            "preempt_grace_s": float(la.get("preempt_grace_s") or 60),
-            "max_requeue": int(la.get("max_requeue") or 10),
-            "network_interface": (c.get("cluster") or {}).get("network_interface")}
+            "preempt_grace_s": float(la["preempt_grace_s"]),
+            "max_requeue": int(la["max_requeue"]),
+            "network_interface": c["cluster"]["network_interface"]}
 
 
-def _submit_all(c, plan, store, sweep_dir, arrs, res, live, specs, jobs):
-    folder = logs_dir(sweep_dir)
-    adir = slurm_dir(sweep_dir) / "arrays"
-    folder.mkdir(parents=True, exist_ok=True)
-    seq = len(jobs.submissions)
-    py = sbatch.python_cmd(c)
+def _analysis_doc(store: Store, sweep_dir: Path) -> dict:
+    return {"analysis": True, "store": str(store.root), "sweep_dir": str(Path(sweep_dir).resolve())}
+
+
+def _write_and_submit(c, store, sweep_dir, arrs, res, live, specs, site, *, arrays_dir: Path,
+                      jobs_dir: Path, stem, submit):
+    """Write each array's JSON and job file and submit it, in order, each depending on the ids
+    `submit` returned for the arrays before it; then the analysis job (afterany all of them).
+    Yields (array or None for the analysis job, job id, dependency, job file, array file) as it goes,
+    so that a failure part-way leaves what went in recorded. The launcher and `r360 render` both
+    go through here: render's `submit` writes submit.sh lines instead of calling sbatch."""
+    logs = logs_dir(sweep_dir)
+    logs.mkdir(parents=True, exist_ok=True)
     ids: dict[str, str] = {}
+    jobs = [(arr, stem(i, arr.name), arr.resources, arr.array_spec) for i, arr in enumerate(arrs)]
+    if arrs:
+        jobs.append((None, stem(len(arrs), "analysis"), res["analysis"], None))
+    for arr, name, r, spec in jobs:
+        afile = arrays_dir / f"{name}.json"
+        atomic.write_json(afile, _analysis_doc(store, sweep_dir) if arr is None
+                          else array_file_doc(c, store, sweep_dir, arr, specs))
+        sfile = jobs_dir / f"{name}.sbatch"
+        atomic.write_text(sfile, sbatch.script(site, name=sbatch.job_name(c, "analysis" if arr is None else arr.name),
+                                               res=r, array=spec, log_dir=logs,
+                                               argv=sbatch.job_argv(site, afile)))
+        if arr is None:
+            after = list(ids.values()) + sorted({ref.split("_")[0] for ref in live.values()})
+            dep = "afterany:" + ":".join(after) if after else ""
+        else:
+            dep = arr.dependency(ids)
+        jid = submit("analysis" if arr is None else arr.name, sfile, dep)
+        if arr is not None:
+            ids[arr.name] = jid
+        yield arr, jid, dep, sfile, afile
+
+
+def _submit_all(c, plan, store, sweep_dir, arrs, res, live, specs, jobs, site):
+    folder = logs_dir(sweep_dir)
+    seq = len(jobs.submissions)
     records: list[dict] = []
     analysis = None
     err = None
     try:
-        for arr in arrs:
-            afile = adir / f"{seq:03d}-{arr.name}.json"
-            atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, specs))
-            command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
-            p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
-                              array=arr.array_spec, n_tasks=len(arr.tasks))
-            dep = arr.dependency(ids)
-            jid, sfile = sbatch.submit(folder, command, p, dep)
-            ids[arr.name] = jid
+        for arr, jid, dep, sfile, afile in _write_and_submit(
+                c, store, sweep_dir, arrs, res, live, specs, site,
+                arrays_dir=slurm_dir(sweep_dir) / "arrays", jobs_dir=slurm_dir(sweep_dir) / "sbatch",
+                stem=lambda i, name: f"{seq:03d}-{name}", submit=lambda name, path, dep: sbatch.submit(path, dep)):
+            if arr is None:
+                analysis = {"job_id": jid, "dependency": dep, "sbatch": str(sfile), "logs": str(folder),
+                            "submitted": time.time()}
+                continue
             for t, sid in arr.tasks.items():
                 try:
                     store.stage(sid).note_job(f"{jid}_{t}", sweep_dir)
@@ -244,17 +294,6 @@ def _submit_all(c, plan, store, sweep_dir, arrs, res, live, specs, jobs):
                             "array_file": str(afile), "logs": str(folder),
                             "resources": arr.resources.describe(), "submitted": time.time(),
                             "totals": _totals(arr, specs)})
-        after = list(ids.values()) + sorted({r.split("_")[0] for r in live.values()})
-        afile = adir / f"{seq:03d}-analysis.json"
-        atomic.write_json(afile, {"analysis": True, "store": str(store.root),
-                                  "sweep_dir": str(Path(sweep_dir).resolve())})
-        command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
-        p = sbatch.params(c, res["analysis"], job_name=f"r360-{c['sweep']['name']}-analysis",
-                          array=None, n_tasks=None)
-        dep = "afterany:" + ":".join(after) if after else ""
-        jid, sfile = sbatch.submit(folder, command, p, dep)
-        analysis = {"job_id": jid, "dependency": dep, "sbatch": str(sfile), "logs": str(folder),
-                    "submitted": time.time()}
     except Exception as e:   # record what went in; the rerun submits the rest
         err = f"submission stopped: {type(e).__name__}: {e}"
     return records, analysis, err
@@ -349,41 +388,27 @@ def _short(s: str, n: int = 28) -> str:
     return s if len(s) <= n else s[: n - 3] + "..."
 
 
-def render(c, plan, store, sweep_dir, arrs, res, live, specs) -> Path:
-    """Write the sbatch files the launcher would submit now, and submit.sh that chains them."""
+def render(c, plan, store, sweep_dir, arrs, res, live, specs, site) -> Path:
+    """Write the job files the launcher would submit now (the same code writes both), and
+    submit.sh that submits them in order with the same dependencies and flags."""
     out = slurm_dir(sweep_dir) / "render"
-    adir = out / "arrays"
-    folder = logs_dir(sweep_dir)
-    py = sbatch.python_cmd(c)
     lines = ["#!/usr/bin/env bash",
              f"# Submit sweep {c['sweep']['name']} by hand: the arrays `python sweep.py launcher=slurm`",
-             "# would submit now, in order, with the same dependencies. Job ids are captured as they come.",
-             "set -euo pipefail", 'cd "$(dirname "$0")"', f"mkdir -p {shlex.quote(str(folder))}"]
-    ids = {}
-    for i, arr in enumerate(arrs):
-        afile = adir / f"{i:02d}-{arr.name}.json"
-        atomic.write_json(afile, array_file_doc(c, store, sweep_dir, arr, specs))
-        command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
-        p = sbatch.params(c, arr.resources, job_name=f"r360-{c['sweep']['name']}-{arr.name}",
-                          array=arr.array_spec, n_tasks=len(arr.tasks))
-        fname = f"{i:02d}-{arr.name}.sbatch"
-        atomic.write_text(out / fname, sbatch.text(folder, command, p))
-        var = "J_" + arr.name.replace("-", "_")
-        dep = arr.dependency({n: "${%s}" % ("J_" + n.replace("-", "_")) for n in ids})
-        dep_flag = f' --dependency="{dep}"' if dep else ""
-        lines.append(f"{var}=$(sbatch --parsable{dep_flag} {fname}); {var}=${{{var}%%;*}}; "
-                     f"echo \"{arr.name}: ${var}\"")
-        ids[arr.name] = var
-    if arrs:
-        afile = adir / "analysis.json"
-        atomic.write_json(afile, {"analysis": True, "store": str(store.root),
-                                  "sweep_dir": str(Path(sweep_dir).resolve())})
-        command = f"{py} -u -m reasoning360.launchers.slurm.job {shlex.quote(str(afile))}"
-        p = sbatch.params(c, res["analysis"], job_name=f"r360-{c['sweep']['name']}-analysis",
-                          array=None, n_tasks=None)
-        atomic.write_text(out / "analysis.sbatch", sbatch.text(folder, command, p))
-        after = ":".join([f"${{{v}}}" for v in ids.values()] + sorted({r.split('_')[0] for r in live.values()}))
-        lines.append(f'sbatch --dependency="afterany:{after}" analysis.sbatch')
+             "# would submit now, in order, with the same dependencies. Job ids are captured as they come;",
+             "# the jobs start in the directory you run this from, as the launcher's do.",
+             "set -euo pipefail", f"mkdir -p {shlex.quote(str(logs_dir(sweep_dir)))}"]
+
+    def script_line(name: str, path: Path, dep: str) -> str:
+        var = "J_" + name.replace("-", "_")
+        lines.append(f"{var}=$({sbatch.shell_command(path, dep)}); {var}=${{{var}%%;*}}; "
+                     f"echo \"{name}: ${var}\"")
+        return "${%s}" % var
+
+    for _ in _write_and_submit(c, store, sweep_dir, arrs, res, live, specs, site,
+                               arrays_dir=out / "arrays", jobs_dir=out,
+                               stem=lambda i, name: name if name == "analysis" else f"{i:02d}-{name}",
+                               submit=script_line):
+        pass
     atomic.write_text(out / "submit.sh", "\n".join(lines) + "\n")
     os.chmod(out / "submit.sh", 0o755)
     return out
