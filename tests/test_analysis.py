@@ -595,10 +595,13 @@ def test_bench_runs_at_small_scale(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(repo / "bench" / "bench_analysis.py"), "--runs", "40", "--steps",
-                           "50", "--repeat", "1", "--keep", str(tmp_path)], capture_output=True, text=True,
+                           "50", "--points", "4", "--seeds", "2", "--items", "50", "--repeat", "1",
+                           "--keep", str(tmp_path)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "load + aggregate 40 runs x 50 steps" in proc.stdout and "OK" in proc.stdout
+    assert "paired statistics 4 points x 2 seeds x 50 items x 2 protocols" in proc.stdout
+    assert "TOO SLOW" not in proc.stdout
 
 
 # ---------------------------------------------------------------------------- the real smoke sweep
