@@ -14,8 +14,8 @@ global backend: safe in scripts, tests, threads and notebooks alike).
     rl_seed_curves(steps, task)     one panel per SFT data: every seed's reward, their mean, the band
     sft_loss(steps)                 SFT loss over steps, one panel per task, one line per SFT data
 
-Every series has its own (colour, line style): ten colours, then line styles (`series_styles`),
-the same for a variant in every figure of a report. Every function returns None when there is
+Every series has its own (colour, line style): ten colours, then line styles (`series_styles`);
+given `variants` (every variant of the sweep), the same for a variant in every figure. Every function returns None when there is
 nothing to draw (no empty figures, no empty panels). `check_figure(fig)` lists what a reader
 would miss or be misled by: an unlabelled axis, a panel without data, no legend, a legend that
 leaves the figure or outgrows the plots, two legend entries drawn alike.
@@ -404,6 +404,18 @@ def _series_keys(df: pd.DataFrame, axes: Sequence[str]) -> list[tuple]:
     return sorted(keys, key=lambda g: (variant_sort_key(g[-1]), tuple(str(x) for x in g[:-1])))
 
 
+def _styles(keys: Sequence[tuple], variants: Sequence[Any] | None) -> dict[tuple, tuple[str, str]]:
+    """Styles of series keyed (axes values..., variant). With `variants` (every variant of the
+    sweep), a variant keeps its style in every figure, also where some variants are absent
+    (cold start has no SFT loss)."""
+    if variants is None:
+        return series_styles(keys)
+    order = sorted({str(v) for v in variants} | {str(k[-1]) for k in keys}, key=variant_sort_key)
+    combos = sorted({tuple(k[:-1]) for k in keys}, key=lambda c: tuple(str(x) for x in c))
+    canon = series_styles([(*c, v) for c in combos for v in order])
+    return {k: canon[(*k[:-1], str(k[-1]))] for k in keys}
+
+
 def _series_label(gkey: tuple, axes: Sequence[str], sizes: Mapping | None) -> str:
     variant = str(gkey[-1])
     ex = sizes.get(variant) if sizes is not None else None
@@ -424,7 +436,7 @@ def _ylim_for(ax, key: str, values: np.ndarray, scale: float) -> None:
 
 
 def rl_curves(steps: pd.DataFrame, task: str, axes: Sequence[str] = (), smooth: bool = True,
-              sizes: Mapping[str, float] | None = None) -> Figure | None:
+              sizes: Mapping[str, float] | None = None, variants: Sequence[Any] | None = None) -> Figure | None:
     if steps.empty or "role" not in steps:
         return None
     df = steps[(steps["role"] == "rl") & (steps["task"] == task)]
@@ -434,7 +446,7 @@ def rl_curves(steps: pd.DataFrame, task: str, axes: Sequence[str] = (), smooth: 
     fig = new_figure(4.6 * min(len(panels), 2) + 3.4, 3.3 * _grid(len(panels), 2)[0] + 0.6)
     group = [*axes, "variant"]
     keys_all = _series_keys(df, axes)
-    styles = series_styles(keys_all)
+    styles = _styles(keys_all, variants)
     for ax, (ptitle, ylabel, key) in zip(_axes_list(fig, len(panels), max_cols=2), panels):
         scale = 100.0 if key in PERCENT_KEYS else 1.0
         sub = df[df[key].notna()]
@@ -516,7 +528,7 @@ def rl_seed_curves(steps: pd.DataFrame, task: str, axes: Sequence[str] = (), smo
 
 
 def sft_loss(steps: pd.DataFrame, axes: Sequence[str] = (), smooth: bool = True,
-             sizes: Mapping[str, float] | None = None) -> Figure | None:
+             sizes: Mapping[str, float] | None = None, variants: Sequence[Any] | None = None) -> Figure | None:
     if steps.empty or "role" not in steps:
         return None
     df = steps[steps["role"] == "sft"]
@@ -526,7 +538,7 @@ def sft_loss(steps: pd.DataFrame, axes: Sequence[str] = (), smooth: bool = True,
     df = df[df[key].notna()]
     tasks = sorted(dict.fromkeys(df["task"].astype(str)))
     fig = new_figure(4.2 * min(len(tasks), 4) + 3.2, 3.4 * _grid(len(tasks))[0] + 0.4)
-    styles = series_styles(_series_keys(df, axes))
+    styles = _styles(_series_keys(df, axes), variants)
     group = [*axes, "variant"]
     for ax, task in zip(_axes_list(fig, len(tasks)), tasks):
         t = df[df["task"] == task]

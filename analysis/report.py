@@ -32,6 +32,7 @@ from . import html as H
 from . import plots as P
 from . import tables as T
 from .load import Sweep, load_sweep
+from .study import ProtocolError
 
 
 @dataclass
@@ -51,6 +52,7 @@ def figures_of(sweep: Sweep, table, study=None) -> list[tuple[str, str, Any]]:
     or several protocols (concatenated); `study`: for the forest plots and SFT set sizes."""
     out = []
     sizes = _sizes(study)
+    variants = list(sweep.points["variant"].astype(str).unique())      # one style per variant, every figure
     f = P.accuracy_vs_k(table, sweep.axes)
     if f is not None:
         out.append(("fig_accuracy_vs_k", "Test accuracy per SFT data (k dead ends per trace, then the "
@@ -72,7 +74,7 @@ def figures_of(sweep: Sweep, table, study=None) -> list[tuple[str, str, Any]]:
     steps = sweep.steps
     if not steps.empty and "task" in steps:
         for task in sorted(steps.loc[steps["role"] == "rl", "task"].astype(str).unique()):
-            f = P.rl_curves(steps, task, sweep.axes, sizes=sizes)
+            f = P.rl_curves(steps, task, sweep.axes, sizes=sizes, variants=variants)
             if f is not None:
                 out.append((f"fig_rl_curves_{_safe(task)}", f"RL training curves for {task}, one line per SFT "
                             "data (the k sets, the baselines; cold start: RL from the base model); mean over "
@@ -81,7 +83,7 @@ def figures_of(sweep: Sweep, table, study=None) -> list[tuple[str, str, Any]]:
             if f is not None:
                 out.append((f"fig_rl_seeds_{_safe(task)}", f"RL reward of every seed for {task}, one panel "
                             "per SFT data: each seed (grey), the mean (black), the min..max band.", f))
-    f = P.sft_loss(steps, sweep.axes, sizes=sizes)
+    f = P.sft_loss(steps, sweep.axes, sizes=sizes, variants=variants)
     if f is not None:
         out.append(("fig_sft_loss", "SFT training loss per SFT data (mean over seeds, band = min..max).", f))
     return out
@@ -108,7 +110,7 @@ def sample_points(sweep: Sweep, max_points: int) -> list[str]:
 
 def build_report(sweep: Sweep | str | os.PathLike, out: str | os.PathLike | None = None, *,
                  n_boot: int = A.N_BOOT, seed: int = 0, samples: int = 2, max_sample_points: int = 60,
-                 console=None) -> Report:
+                 console=None, protocol: str | None = None) -> Report:
     import pandas as pd
 
     from .study import study as make_study
@@ -118,7 +120,7 @@ def build_report(sweep: Sweep | str | os.PathLike, out: str | os.PathLike | None
     out.mkdir(parents=True, exist_ok=True)
     rep = Report(out, missing=list(sweep.missing))
 
-    st = make_study(sweep, n_boot=n_boot, seed=seed)
+    st = make_study(sweep, n_boot=n_boot, seed=seed, primary=protocol)
     rep.study = st
     tables = {p: st.table(p) for p in st.protocols}
     table = pd.concat([t for t in tables.values()], ignore_index=True) if tables else st.table()
@@ -268,6 +270,8 @@ def configure_report(parser: argparse.ArgumentParser) -> None:
                         help="points with sample traces in the HTML (default 60)")
     parser.add_argument("--n-boot", type=int, default=A.N_BOOT, help="bootstrap replicates (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--protocol", default=None, help="decoding protocol of the headline statements and "
+                        "sample traces (default: sample, the paper's, when the evals have it, else greedy)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -284,8 +288,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         return 2
     if len(sweeps) == 1:
-        rep = build_report(sweeps[0], args.out, n_boot=args.n_boot, seed=args.seed, samples=args.samples,
-                           max_sample_points=args.max_sample_points, console=console)
+        try:
+            rep = build_report(sweeps[0], args.out, n_boot=args.n_boot, seed=args.seed, samples=args.samples,
+                               max_sample_points=args.max_sample_points, console=console, protocol=args.protocol)
+        except ProtocolError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            return 2
         html_path = rep.out / "report.html"
     else:
         rep = build_comparison(sweeps, args.out, n_boot=args.n_boot, seed=args.seed, console=console)

@@ -41,6 +41,10 @@ BASELINE_NAMES = {COLD: "cold start", "short_cot_correct": "short CoT, correct",
                   "long_cot_incorrect": "long CoT, incorrect", "long_cot_wrong_format": "long CoT, wrong format"}
 
 
+class ProtocolError(ValueError):
+    """A protocol was asked for that the sweep's eval items do not have."""
+
+
 def variant_name(variant: Any) -> str:
     v = str(variant)
     if v.startswith("k") and v[1:].isdigit():
@@ -104,15 +108,21 @@ class Study:
 # ---------------------------------------------------------------------------- building
 
 def study(sweep: Sweep, *, n_boot: int = S.N_BOOT, level: float = S.LEVEL, seed: int = 0,
-          size_ratio: float = SIZE_RATIO, items: pd.DataFrame | None = None) -> Study:
+          size_ratio: float = SIZE_RATIO, items: pd.DataFrame | None = None, primary: str | None = None) -> Study:
+    """Everything the report shows, from the sweep's eval items. `primary`: the protocol of
+    the headline statements (default: "sample", the paper's, when present, else "greedy")."""
     axes = list(sweep.axes)
     items = sweep.items if items is None else items
     old_items = _old_items(sweep)
     protocols = protocol_order(items["protocol"].astype(str).unique()) if len(items) else [OLD_PROTOCOL]
+    if primary is not None:
+        if primary not in protocols:
+            raise ProtocolError(f"--protocol {primary}: the sweep's eval items have {', '.join(protocols)}")
+        protocols = [primary] + [p for p in protocols if p != primary]
     groups, extra = _groups(sweep, items, axes, n_boot=n_boot, level=level, seed=seed)
     cells = _cells(sweep, groups, extra, axes, protocols, n_boot=n_boot, level=level, seed=seed)
     diffs = _diffs(groups, axes)
-    best = _best(groups, axes, level, cells)
+    best = _best(groups, axes, level)
     sizes = sft_sizes(sweep)
     st = Study(sweep.name, axes, protocols, cells, diffs, best, sizes, level=level, old_items=old_items)
     st.notes = _notes(st, sweep, size_ratio)
@@ -287,7 +297,7 @@ def _k_of(variant: Any):
     return int(v[1:]) if v.startswith("k") and v[1:].isdigit() else None
 
 
-def _best(groups: dict, axes: list[str], level: float, cells: pd.DataFrame) -> pd.DataFrame:
+def _best(groups: dict, axes: list[str], level: float) -> pd.DataFrame:
     """Best k within task x axes, and best value of each axis within task x variant x the
     other axes; per role and protocol."""
     rows = []

@@ -303,11 +303,11 @@ def test_plain_bootstrap_over_five_seeds_is_overconfident():
     identical points different more than twice as often as it should (12% vs 5.5% here)."""
     rng = np.random.default_rng(12)
     plain = corrected = 0
-    for r in range(200):
+    for r in range(160):
         a, b = _cells(rng, [0.4, 0.4], items=200, item_sd=0.0, seed_sd=0.4)
-        plain += S.paired_diff(a, b, n_boot=1000, key=str(r), method="plain").significant
-        corrected += S.paired_diff(a, b, n_boot=1000, key=str(r)).significant
-    assert plain / 200 >= 0.10 and corrected / 200 <= 0.075, (plain, corrected)
+        plain += S.paired_diff(a, b, n_boot=800, key=str(r), method="plain").significant
+        corrected += S.paired_diff(a, b, n_boot=800, key=str(r)).significant
+    assert plain / 160 >= 0.10 and corrected / 160 <= 0.075, (plain, corrected)
 
 
 def test_pairing_narrows_the_interval_on_correlated_items():

@@ -92,6 +92,16 @@ def test_series_styles_stay_distinct_past_ten():
     assert len({c for c, _ in list(styles.values())[:10]}) == 10      # the first ten: ten colours
 
 
+def test_a_variant_keeps_its_style_in_every_figure(report):
+    def styles(fig):
+        return {label: key for label, key in P.legend_entries(fig)}
+
+    rl, sft = styles(report.figures["fig_rl_curves_countdown"]), styles(report.figures["fig_sft_loss"])
+    assert "cold start (no SFT: RL from the base model)" in rl and not any("cold start" in x for x in sft)
+    shared = set(rl) & set(sft)
+    assert len(shared) == 6 and all(rl[x] == sft[x] for x in shared)
+
+
 def test_rl_curves_with_many_series_pass_the_checks(tmp_path):
     sweep = make_sweep(tmp_path, ks=tuple(range(9)), baselines=BASELINES, seeds=(0, 1), n_items=20, text=False,
                        sft_steps=6, rl_steps=6, levels=())
@@ -101,8 +111,18 @@ def test_rl_curves_with_many_series_pass_the_checks(tmp_path):
     assert P.check_figure(fig) == []
 
 
+def _plain_figure(w, h):
+    """A figure laid out by hand (no constrained layout): what a careless plot would be."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def test_check_figure_catches_what_misleads():
-    fig = P.new_figure(4, 3)
+    fig = _plain_figure(4, 3)
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="C0", label="cold start")
     ax.plot([0, 1], [1, 0], color="C0", label="short CoT, correct")       # drawn alike
@@ -112,7 +132,7 @@ def test_check_figure_catches_what_misleads():
     problems = P.check_figure(fig)
     assert any("drawn alike" in p and "cold start" in p for p in problems), problems
     assert any("legend reaches outside the figure" in p for p in problems), problems
-    fig = P.new_figure(3, 2)
+    fig = _plain_figure(3, 2)
     ax = fig.subplots()
     for i in range(30):
         ax.plot([0, 1], [i, i], color=P.PALETTE[i % 10], linestyle=P.LINESTYLES[i // 10],
