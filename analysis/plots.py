@@ -179,7 +179,9 @@ def _tick(variant: str, examples: Any) -> str:
         return variant_name(variant)
     if variant == COLD:
         return "cold start\n(no SFT)"
-    name = variant_name(variant).replace(", ", ",\n")
+    import textwrap
+
+    name = "\n".join(textwrap.wrap(variant_name(variant), 10, break_long_words=False))
     ex = "" if examples is None or pd.isna(examples) else f"\n{int(round(float(examples))):,} ex."
     return name + ex
 
@@ -476,8 +478,8 @@ def rl_curves(steps: pd.DataFrame, task: str, axes: Sequence[str] = (), smooth: 
         ax.grid(alpha=0.3)
     _fig_legend(fig, fig.get_axes(), title="SFT data, then RL")
     n_seeds = int(df.groupby(group, observed=True)["seed"].nunique().max()) if "seed" in df else 1
-    band = "; band = min..max over seeds" if n_seeds > 1 else " (one seed)"
-    fig.suptitle(f"RL training: {task} (mean over {n_seeds} seed{'s' if n_seeds != 1 else ''}{band})")
+    what = f"mean over {n_seeds} seeds; band = min..max over seeds" if n_seeds > 1 else "one seed"
+    fig.suptitle(f"RL training: {task} ({what})")
     return fig
 
 

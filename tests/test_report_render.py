@@ -77,7 +77,8 @@ def test_legends_say_what_each_series_is(report):
     assert "short CoT, correct (SFT, 1,216 ex.)" in curves and "long CoT, wrong format (SFT, 26 ex.)" in curves
     assert {"k=0", "k=1", "k=2", "k=3"} <= set(curves)
     acc = texts["fig_accuracy_vs_k"]
-    assert "short CoT,\ncorrect\n1,216 ex." in acc and "cold start\n(no SFT)" in acc
+    assert "short CoT,\ncorrect\n1,216 ex." in acc and "long CoT,\nwrong\nformat\n26 ex." in acc
+    assert "cold start\n(no SFT)" in acc
     assert any(t.startswith("countdown: one sample at T=1.0") for t in acc)
     assert any(t.startswith("countdown: greedy decoding") for t in acc)
     seeds = texts["fig_rl_seeds_countdown"]
