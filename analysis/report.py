@@ -281,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     console = Console()
     if not console.is_terminal:         # piped or logged: wide enough for the tables
-        console = Console(width=160)
+        console = Console(width=200)
     try:
         sweeps = [load_sweep(s) for s in args.sweeps]
     except SweepDirError as e:

@@ -254,7 +254,7 @@ def to_markdown(d: Display) -> str:
     return "\n".join(lines) + "\n"
 
 
-_TEX = {"→": r"$\to$", "Δ": r"$\Delta$", "★": r"$^\star$", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+_TEX = {"→": r"$\to$", "Δ": r"$\Delta$", "★": r"$^\star$", "†": r"\textdagger{}", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "<": r"\textless{}", ">": r"\textgreater{}"}
 
