@@ -1,11 +1,11 @@
-"""Aggregate a loaded sweep: bootstrap CIs, the main task x k table, per-difficulty
-accuracy, training curves, and side-by-side comparisons of sweeps.
+"""Aggregate a loaded sweep: the main task x k table (from analysis.study: paired two-level
+bootstrap over seeds and test items), per-difficulty accuracy, training curves, and
+side-by-side comparisons of sweeps.
 
-Confidence intervals are percentile bootstraps (numpy, seeded) over seeds *and* test items:
-each replicate draws the seeds with replacement, then each drawn seed's items with
-replacement, and takes the mean over seeds of the per-seed means. The point estimate is
-the mean over seeds of the per-seed accuracy (every seed weighs the same). For 0/1 data the
-item draw is done exactly as Binomial(n, p_seed) / n, so only (n, correct) per seed is needed.
+`bootstrap_binary` / `bootstrap_mean` are the unpaired two-level bootstraps used where only
+summaries (accuracy, n per seed) exist and for the difficulty table: each replicate draws the
+seeds with replacement, then each drawn seed's items with replacement, and takes the mean over
+seeds of the per-seed means. For 0/1 data the item draw is done exactly as Binomial(n, p) / n.
 
 Missing is missing: a point whose eval did not finish contributes nothing, and a cell with
 no finished point is NaN (shown as "-"), never 0.
@@ -119,63 +119,24 @@ def _variant_order(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def main_table(sweep: Sweep, *, role: str = "rl_eval", n_boot: int = N_BOOT, level: float = LEVEL,
-               seed: int = 0, baseline: str = "cold_start") -> pd.DataFrame:
-    """One row per task x axes x variant (k or baseline): final accuracy (mean over seeds and
-    items) with its bootstrap CI, accuracy before RL, format rate, backtracks per response,
-    seeds done / planned, the best k per task marked, and the gain over `baseline`."""
-    group = ["task", *sweep.axes, "variant"]
-    cols = group + ["k", "baseline", "seeds", "seeds_planned", "n_items", "acc", "acc_lo", "acc_hi",
-                    "sft_acc", "format_rate", "backtracks", "sft_backtracks", "response_tokens",
-                    "gain", "best", "missing"]
-    ev = sweep.evals
-    if ev.empty:
-        return pd.DataFrame(columns=cols)
-    final = ev[ev.role == role]
-    before = ev[ev.role == "sft_eval"].set_index("point")
-    points = sweep.points.set_index("point")
-    rows = []
-    for key, g in final.groupby(group, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        done = g[g.state == "done"]
-        cell = "/".join(map(str, key))
-        n_known = done["n"].to_numpy(dtype=float)
-        acc = done["accuracy"].to_numpy(dtype=float)
-        correct = np.where(np.isnan(n_known), acc, acc * n_known)
-        if np.isfinite(n_known).all():
-            correct = np.round(correct)
-        mean, lo, hi = bootstrap_binary(n_known, correct, n_boot=n_boot, level=level, seed=seed,
-                                        key=f"{sweep.name}/{role}/{cell}")
-        b = before.reindex(g["point"])
-        b_done = b[b["state"] == "done"] if "state" in b else b.iloc[0:0]
-        missing = [f"{pt}: {points.loc[pt, 'state']}" for pt in g["point"] if pt not in set(done["point"])]
-        rows.append({**dict(zip(group, key)), "k": g["k"].iloc[0], "baseline": g["baseline"].iloc[0],
-                     "seeds": len(done), "seeds_planned": len(g),
-                     "n_items": float(done["n"].sum()) if len(done) and done["n"].notna().all() else np.nan,
-                     "acc": mean, "acc_lo": lo, "acc_hi": hi,
-                     "sft_acc": _mean(b_done.get("accuracy")),
-                     "format_rate": _mean(done["format_rate"]),
-                     "backtracks": _mean(done["mean_backtracks"]),
-                     "sft_backtracks": _mean(b_done.get("mean_backtracks")),
-                     "response_tokens": _mean(done["mean_response_tokens"]),
-                     "missing": "; ".join(missing)})
-    df = pd.DataFrame(rows)
-    df["k"] = df["k"].astype("Int64")
-    df = _variant_order(df).sort_values(["task", *sweep.axes, "_is_base", "_k", "variant"], kind="stable")
-    df = df.drop(columns=["_is_base", "_k"]).reset_index(drop=True)
-    # best k and gain over the baseline, within task x axes
-    df["best"] = False
-    df["gain"] = np.nan
-    within = ["task", *sweep.axes]
-    for _, g in df.groupby(within, sort=False, dropna=False):
-        ks = g[g["k"].notna() & g["acc"].notna()]
-        top = ks["acc"].max() if len(ks) else np.nan
-        tied = ks["acc"] >= top - 1e-12
-        if len(ks) == 1 or (len(ks) > 1 and not tied.all()):    # all tied: no best to mark
-            df.loc[ks.index[tied], "best"] = True
-        base = g[(g["baseline"] == baseline) & g["acc"].notna()]
-        if len(base):
-            df.loc[g.index, "gain"] = g["acc"] - float(base["acc"].iloc[0])
-    return df[cols]
+               seed: int = 0, baseline: str = "cold_start", protocol: str | None = None,
+               study=None) -> pd.DataFrame:
+    """One row per task x axes x variant (k or baseline) for one decoding protocol (default:
+    the primary one, the paper's when present): `role`'s accuracy (mean over seeds and test
+    items) with its 95% CI, accuracy before RL, the paired differences from cold start and
+    k=0 with CIs, the RL gain, the SFT set size, format rate, backtracks per response, seeds
+    done / planned, `best` (the declared best k: its paired CI against every other k excludes
+    0), and `gain` (over `baseline`). See analysis.study for the statistics; pass a `study`
+    already computed to reuse its resamples."""
+    from .study import study as make_study
+
+    st = study if study is not None else make_study(sweep, n_boot=n_boot, level=level, seed=seed)
+    df = st.table(protocol, role=role)
+    if baseline != "cold_start" and len(df):
+        ref = df[df["baseline"] == baseline].set_index(["task", *sweep.axes])["acc"]
+        key = pd.MultiIndex.from_frame(df[["task", *sweep.axes]]) if sweep.axes else df["task"]
+        df["gain"] = df["acc"].to_numpy() - ref.reindex(key).to_numpy() if len(ref) else np.nan
+    return df
 
 
 def _mean(s) -> float:
@@ -189,15 +150,20 @@ def _mean(s) -> float:
 
 def difficulty_table(sweep: Sweep, *, role: str = "rl_eval", items: pd.DataFrame | None = None,
                      columns: Iterable[str] | None = None, n_boot: int = N_BOOT, level: float = LEVEL,
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, protocol: str | None = None) -> pd.DataFrame:
     """Accuracy per difficulty level (e.g. knights-and-knaves by number of people): one row
-    per task x axes x variant x difficulty column x level, mean and CI over seeds and items."""
+    per task x axes x variant x difficulty column x level, mean and CI over seeds and items,
+    for one decoding protocol (default: the primary one)."""
     items = sweep.items if items is None else items
     out_cols = ["task", *sweep.axes, "variant", "k", "difficulty", "level", "acc", "acc_lo", "acc_hi",
                 "n_items", "seeds"]
     if items.empty or "correct" not in items:
         return pd.DataFrame(columns=out_cols)
     items = items[items["role"] == role]
+    if "protocol" in items and len(items):
+        from .study import protocol_order
+
+        items = items[items["protocol"] == (protocol or protocol_order(items["protocol"].astype(str).unique())[0])]
     rows = []
     for task, ti in items.groupby("task", sort=True, observed=True):
         for dcol in (list(columns) if columns is not None else difficulty_columns(ti)):

@@ -91,7 +91,7 @@ h3{font-size:16px;margin:18px 0 6px 0}
 table.tbl{border-collapse:collapse;font-size:13px;margin:8px 0;background:#fff}
 table.tbl caption{text-align:left;font-weight:600;padding:4px 0;font-size:14px}
 table.tbl th,table.tbl td{border:1px solid #d0d7de;padding:4px 9px}
-table.tbl th{background:#eef2f6} table.tbl td.r,table.tbl th.r{text-align:right;font-variant-numeric:tabular-nums}
+table.tbl th{background:#eef2f6} table.tbl td.r,table.tbl th.r{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.tbl td.best{font-weight:700;background:#e3f6e8} table.tbl td.missing{color:#999}
 ul.notes{font-size:12px;color:#555;margin:4px 0 12px 0}
 .state-done{color:#1a7f37}.state-failed{color:#cf222e;font-weight:600}.state-running{color:#9a6700}
@@ -111,6 +111,8 @@ pre.resp{white-space:pre-wrap;word-break:break-word;font-size:12px;margin:0;back
 mark.bt{background:#ffd33d;color:#000;border-radius:2px;padding:0 1px;font-weight:600}
 .accnote{font-weight:400;color:#555;font-size:13px;margin-left:8px}
 .cut{color:#888;font-style:italic} .legend-bt{font-size:13px}
+ul.statements li{font-size:15px;margin:4px 0}
+ul.notes-key li{font-size:13px;color:#7a4b00;margin:3px 0}
 pre.cfg{font-size:12px;background:#fff;border:1px solid #d0d7de;padding:8px;overflow:auto;max-height:500px}
 """
 
@@ -127,9 +129,10 @@ def figure_html(fig, caption: str, fmt: str = "svg") -> str:
 
 
 def samples_html(sweep, points: Iterable[str], n: int = 2, roles: Sequence[str] = ("rl_eval", "sft_eval"),
-                 seed: int = 0, open_first: int = 2) -> str:
-    """Per point, up to n correct and n incorrect eval traces (after RL, then after SFT).
-    The first `open_first` points whose outputs contain backtracks start unfolded."""
+                 seed: int = 0, open_first: int = 2, protocol: str | None = None) -> str:
+    """Per point, up to n correct and n incorrect eval traces (after RL, then after SFT), of
+    `protocol` (its first sample) when given. The first `open_first` points whose outputs
+    contain backtracks start unfolded."""
     points = list(points)
     pts = sweep.points.set_index("point")
     ev = sweep.evals.set_index(["point", "role"]) if not sweep.evals.empty else None
@@ -152,7 +155,7 @@ def samples_html(sweep, points: Iterable[str], n: int = 2, roles: Sequence[str] 
                 parts.append(f'<p class="{_state_class(e["state"])}">{esc(_role_name(role))}: '
                              f'{esc(e["state"])} (no samples)</p>')
                 continue
-            df = sweep.samples(point, role, n_correct=n, n_incorrect=n, seed=seed)
+            df = sweep.samples(point, role, n_correct=n, n_incorrect=n, seed=seed, protocol=protocol)
             acc = T.pct(e["accuracy"])
             parts.append(f"<h4>{esc(_role_name(role))}: accuracy {esc(acc)}%, "
                          f"{esc(T.num(e['mean_backtracks']))} backtracks per response</h4>")
@@ -225,9 +228,23 @@ def stamp() -> str:
     return _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
 
 
-def legend_html() -> str:
+def legend_html(protocol: str | None = None) -> str:
+    which = f" Traces of the {esc(protocol)} protocol (its first sample)." if protocol else ""
     return ('<p class="legend-bt">Backtrack markers are <mark class="bt">highlighted</mark>; '
-            'green = correct, red = incorrect. All model text is escaped.</p>')
+            f'green = correct, red = incorrect. All model text is escaped.{which}</p>')
+
+
+def statements_html(statements: Sequence[str], notes: Sequence[str] = (), others: Sequence[str] = ()) -> str:
+    """The best-k statements in words (after RL, primary protocol), what a reader must know
+    (notes), and the statements for the other protocols and before RL, folded."""
+    out = ['<ul class="statements">' + "".join(f"<li>{esc(s)}</li>" for s in statements) + "</ul>"
+           if statements else "<p>No finished evals of two or more k yet: nothing to compare.</p>"]
+    if notes:
+        out.append('<ul class="notes-key">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    if others:
+        out.append("<details><summary>Other protocols and before RL</summary><ul class=\"statements\">"
+                   + "".join(f"<li>{esc(s)}</li>" for s in others) + "</ul></details>")
+    return "".join(out)
 
 
 def tables_html(displays: Sequence[T.Display]) -> str:

@@ -7,8 +7,10 @@
                     state (done / running / failed / interrupted / not started: StageDir.state), last_step, wall_s, error
     sweep.evals     one row per (point, eval role): accuracy, format_rate, n, ... from summary.json
     sweep.steps     one row per logged step of the sft and rl stages (loaded on first access)
-    sweep.items     one row per eval item: correct, format_ok, response_tokens, backtracks,
-                    difficulty columns (loaded on first access; text columns with text=True)
+    sweep.items     one row per eval item, decoding protocol and sample: index, protocol
+                    ("sample" or "greedy"), sample, correct, format_ok, response_tokens,
+                    backtracks, difficulty columns (loaded on first access; text columns with
+                    text=True). Items written before protocols existed read as greedy, sample 0.
     sweep.missing   one line per point that is not finished, saying what is missing and why
 
 A partial sweep (stages running, failed, never started) loads without error: what is not
@@ -41,6 +43,8 @@ POINT_KEYS = ["sweep", "point", "task", "variant", "k", "baseline", "seed"]
 # Config sections flattened into point columns (from sweep.yaml, with the point's axes applied).
 CONFIG_SECTIONS = ("model", "engine", "data", "sft", "rl", "eval", "rollout")
 EVAL_SUMMARY_KEYS = ("accuracy", "format_rate", "mean_response_tokens", "mean_backtracks", "n")
+# What items.parquet files without protocol / sample columns hold (evals from before protocols).
+OLD_PROTOCOL, OLD_SAMPLE = "greedy", 0
 
 
 @dataclass
@@ -80,14 +84,17 @@ class Sweep:
         return None if row.empty else self.store / row.stage_id.iloc[0]
 
     def samples(self, point: str, role: str = "rl_eval", n_correct: int = 2, n_incorrect: int = 2,
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, protocol: str | None = None) -> pd.DataFrame:
         """A few eval items of one point with their text (question, response), correct ones
-        first; chosen by a seeded draw, preferring responses that contain backtracks."""
+        first; chosen by a seeded draw, preferring responses that contain backtracks. With
+        `protocol`, only that protocol's first sample."""
         sd = self.stage_dir(point, role)
         path = sd / "items.parquet" if sd is not None else None
         if path is None or not path.exists():
             return pd.DataFrame()
-        df = _read_items_file(path, text=True)
+        df = _with_protocol(_read_items_file(path, text=True))
+        if protocol is not None:
+            df = df[(df["protocol"] == protocol) & (df["sample"] == 0)]
         rng = np.random.default_rng(seed)
         picked = []
         for want, n in ((True, n_correct), (False, n_incorrect)):
@@ -356,11 +363,25 @@ def load_items(sweep: Sweep, *, text: bool = False, roles: Iterable[str] = EVAL_
 
     df = _stack(sweep, ev, read)
     if df is None:
-        return pd.DataFrame(columns=sweep.keys + ["role", "stage_id", "index", "correct"])
+        return pd.DataFrame(columns=sweep.keys + ["role", "stage_id", "index", "protocol", "sample", "correct"])
     for c in ("correct", "format_ok"):
         if c in df:
             df[c] = df[c].fillna(False).astype(bool)
-    return _expand_difficulty(df)
+    return _expand_difficulty(_with_protocol(df))
+
+
+def _with_protocol(df: pd.DataFrame) -> pd.DataFrame:
+    """Every item row gets `protocol` and `sample`; rows written without them (old evals)
+    read as OLD_PROTOCOL, OLD_SAMPLE."""
+    if "protocol" in df:
+        df["protocol"] = pd.Categorical(df["protocol"].astype(object).where(df["protocol"].notna(), OLD_PROTOCOL))
+    else:
+        df["protocol"] = pd.Categorical([OLD_PROTOCOL] * len(df))
+    if "sample" in df:
+        df["sample"] = df["sample"].fillna(OLD_SAMPLE).astype("int64")
+    else:
+        df["sample"] = np.full(len(df), OLD_SAMPLE, dtype="int64")
+    return df
 
 
 def _read_items_table(path: Path, *, text: bool):

@@ -1,10 +1,20 @@
 """A synthetic sweep directory and store, laid out exactly as the sweeper and engines write
 them (plan.json, sweep.yaml, stage dirs with spec.yaml, metrics.jsonl / metrics.parquet,
-summary.json, items.parquet, DONE / FAILED, attempts.jsonl). Used by the tests and the
-benchmark; the numbers are random but seeded, with a known best k per task.
+summary.json, items.parquet, DONE / FAILED, attempts.jsonl). Test data for the analysis
+package, not a mock of a component: the numbers are random but seeded, drawn around known
+true accuracies, so a test can check that the statistics find what was put in.
 
     make_sweep(root, tasks=("countdown",), ks=(0, 1, 2, 3), baselines=("cold_start",),
                seeds=(0, 1, 2), failed={"countdown-k2-s1": "rl"}, running={...}, pending=[...])
+    make_sweep(root, seeds=range(5), n_items=1000, protocols=("sample", "greedy"),
+               accuracy={"k0": 0.40, "k1": 0.50, ...}, item_sd=1.0, seed_sd=0.1, levels=())
+
+The eval model: item i of a task has a difficulty z_i shared by every point of the sweep (so
+points are correlated through the test set, as real ones are), a training run (point, seed)
+has an offset b ~ N(0, 1), and P(correct) = sigmoid(logit(acc) + item_sd z_i + seed_sd b
++ shift[protocol]), independently per sample. `accuracy` sets acc per variant after RL,
+`sft_accuracy` before RL (default 0.6 x after). Old-format items (no protocol / sample
+columns) are written unless `protocols` is given.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import hashlib
 import json
 import math
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -22,8 +33,11 @@ import yaml
 
 from reasoning360.sweep.store import StageDir
 
-ROLES = ("data", "traces", "sft", "sft_eval", "rl", "rl_eval")
-KIND = {"data": "data", "traces": "traces", "sft": "sft", "sft_eval": "eval", "rl": "rl", "rl_eval": "eval"}
+ROLES = ("data", "traces", "distill", "sft", "sft_eval", "rl", "rl_eval")
+KIND = {"data": "data", "traces": "traces", "distill": "distill", "sft": "sft", "sft_eval": "eval", "rl": "rl",
+        "rl_eval": "eval"}
+# Logit shift of each decoding protocol: greedy decoding is a little more accurate than one sample.
+PROTOCOL_SHIFT = {"sample": 0.0, "greedy": 0.3}
 BEST_K = {"countdown": 1, "arc_1d": 0, "sudoku": 3, "knights_knaves": 2}
 MARKER = "This doesn't work, go back"
 
@@ -38,6 +52,24 @@ def true_accuracy(task: str, k: int | None, baseline: str | None, level: int = 0
     return float(np.clip(base - 0.06 * level, 0.02, 0.98))
 
 
+def _logit(p: float) -> float:
+    p = float(np.clip(p, 1e-4, 1 - 1e-4))
+    return math.log(p / (1 - p))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def default_sft_examples(variant: str) -> int | None:
+    """SFT set sizes of the synthetic sweep: the k sets are equal; the distilled baselines
+    differ in size as they do when a teacher's answers are split by verdict."""
+    if variant.startswith("k"):
+        return 4000
+    return {"cold_start": None, "short_cot_correct": 1216, "short_cot_incorrect": 2764,
+            "long_cot_correct": 1011, "long_cot_incorrect": 2963, "long_cot_wrong_format": 26}.get(variant, 1000)
+
+
 def _sid(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -49,10 +81,14 @@ def make_sweep(root: str | Path, *, name: str = "synthetic", tasks: Iterable[str
                failed: Mapping[str, str] | None = None, running: Mapping[str, str] | None = None,
                pending: Iterable[str] = (), parquet: bool = True, items: bool = True,
                text: bool = True, evil_text: bool = False, seed: int = 0,
-               store: str | Path | None = None) -> Path:
+               store: str | Path | None = None, protocols: Iterable[str] | None = None,
+               n_samples: int = 1, accuracy: Mapping[str, float] | None = None,
+               sft_accuracy: Mapping[str, float] | None = None, item_sd: float = 0.0,
+               seed_sd: float = 0.0, sft_examples: Mapping[str, int] | None = None) -> Path:
     """Write a sweep `name` under root/sweeps and its stages under root/store (or `store`).
     `failed` / `running` map a point name to the role that failed / is still running (later
-    roles are left unstarted); `pending` points have nothing run. Returns the sweep dir."""
+    roles are left unstarted); `pending` points have nothing run. Baselines other than
+    cold_start are SFT-then-RL (a distill stage, SFT, eval, RL, eval). Returns the sweep dir."""
     root = Path(root)
     store = Path(store) if store else root / "store"
     sweep_dir = root / "sweeps" / name
@@ -67,7 +103,10 @@ def make_sweep(root: str | Path, *, name: str = "synthetic", tasks: Iterable[str
     points, stages = [], {}
     written: set[str] = set()
     levels = list(levels)
+    protocols = list(protocols) if protocols is not None else None
+    sizes = dict(sft_examples or {})
     for task in tasks:
+        z_items = np.random.default_rng([seed, zlib.crc32(task.encode())]).standard_normal(n_items)
         variants = [(k, None) for k in ks] + [(None, b) for b in baselines]
         for (k, baseline), s, combo in itertools.product(variants, seeds, axis_combos):
             variant = f"k{k}" if baseline is None else baseline
@@ -76,6 +115,9 @@ def make_sweep(root: str | Path, *, name: str = "synthetic", tasks: Iterable[str
             if baseline is None:
                 ids["traces"] = _sid("traces", ids["data"], k)
                 ids["sft"] = _sid("sft", ids["traces"], s)
+            elif baseline != "cold_start":
+                ids["distill"] = _sid("distill", ids["data"], baseline)
+                ids["sft"] = _sid("sft", ids["distill"], s)
             ids["sft_eval"] = _sid("eval", ids.get("sft") or ("base", ids["data"], s))
             ids["rl"] = _sid("rl", ids["data"], ids.get("sft"), s, combo)
             ids["rl_eval"] = _sid("eval", ids["rl"])
@@ -112,9 +154,16 @@ def make_sweep(root: str | Path, *, name: str = "synthetic", tasks: Iterable[str
                 StageDir(d).write_record({"kind": KIND[role], "task": task}, {"run_name": pname, "group": name})
                 if state == "pending":
                     continue
+                offset = float(np.random.default_rng([seed, zlib.crc32(pname.encode())]).standard_normal())
+                acc_rl = accuracy[variant] if accuracy and variant in accuracy else true_accuracy(task, k, baseline)
+                acc_sft = (sft_accuracy[variant] if sft_accuracy and variant in sft_accuracy else 0.6 * acc_rl)
+                examples = sizes[variant] if variant in sizes else default_sft_examples(variant)
+                truth = {"acc_rl": acc_rl, "acc_sft": acc_sft, "z": z_items, "item_sd": item_sd,
+                         "offset": seed_sd * offset, "protocols": protocols, "n_samples": n_samples,
+                         "examples": examples}
                 _write_stage(d, role, state, task, k, baseline, s, rng, sft_steps=sft_steps,
                              rl_steps=rl_steps, n_items=n_items, levels=levels, parquet=parquet,
-                             items=items, text=text, evil_text=evil_text)
+                             items=items, text=text, evil_text=evil_text, truth=truth)
     plan = {"store": str(store.resolve()), "points": points, "stages": stages}
     (sweep_dir / "plan.json").write_text(json.dumps(plan, indent=1))
     cfg = {"sweep": {"name": name}, "seed": 0,
@@ -135,7 +184,8 @@ def make_sweep(root: str | Path, *, name: str = "synthetic", tasks: Iterable[str
 
 def _write_stage(d: Path, role: str, state: str, task: str, k: int | None, baseline: str | None,
                  seed: int, rng: np.random.Generator, *, sft_steps: int, rl_steps: int, n_items: int,
-                 levels: list[int], parquet: bool, items: bool, text: bool, evil_text: bool) -> None:
+                 levels: list[int], parquet: bool, items: bool, text: bool, evil_text: bool,
+                 truth: dict) -> None:
     t0 = time.time()
     summary: dict[str, Any] = {}
     if role == "sft":
@@ -148,12 +198,15 @@ def _write_stage(d: Path, role: str, state: str, task: str, k: int | None, basel
                            "grad_norm": np.abs(1 + 0.2 * rng.standard_normal(n))})
         _write_metrics(d, df, parquet and state == "done")
         summary = {"final_loss": float(df["loss"].iloc[-1]), "steps": int(n)}
+        if truth["examples"] is not None:
+            summary["examples"] = int(truth["examples"])
     elif role == "rl":
         n = rl_steps if state == "done" else max(1, rl_steps // 2)
         step = np.arange(1, n + 1)
-        acc_end = true_accuracy(task, k, baseline)
+        acc_end = float(_sigmoid(np.array(_logit(truth["acc_rl"]) + truth["offset"])))
+        acc_start = float(_sigmoid(np.array(_logit(truth["acc_sft"]) + truth["offset"])))
         frac = step / max(1, rl_steps)
-        acc = acc_end * (0.6 + 0.4 * frac) + 0.03 * rng.standard_normal(n)
+        acc = acc_start + (acc_end - acc_start) * frac + 0.03 * rng.standard_normal(n)
         bt0 = float(k or 0)
         df = pd.DataFrame({"step": step, "time": t0 + step * 0.5,
                            "reward_mean": 0.1 + 0.9 * np.clip(acc, 0, 1),
@@ -174,28 +227,45 @@ def _write_stage(d: Path, role: str, state: str, task: str, k: int | None, basel
         after_rl = role == "rl_eval"
         lv = np.array([levels[i % len(levels)] for i in range(n_items)]) if levels else np.zeros(n_items, int)
         lvl_idx = np.array([levels.index(x) for x in lv]) if levels else np.zeros(n_items, int)
-        p = np.array([true_accuracy(task, k, baseline, int(li)) for li in lvl_idx])
-        if not after_rl:
-            p = p * 0.6
-        correct = rng.random(n_items) < p
-        fmt = correct | (rng.random(n_items) < 0.8)
-        bt = rng.poisson(max(0.0, (k or 0) * (0.6 if after_rl else 1.0)), n_items)
-        tokens = 60 + 25 * bt + rng.integers(0, 20, n_items)
-        df = pd.DataFrame({"index": np.arange(n_items), "score": np.where(correct, 1.0, np.where(fmt, 0.1, 0.0)),
-                           "correct": correct, "format_ok": fmt, "response_tokens": tokens,
-                           "backtracks": bt})
-        if levels:
-            df["difficulty"] = [json.dumps({"n_people": int(x)}) for x in lv]
-        if text:
-            df.insert(1, "question", [f"Q{i}: reach 24 with [3, 8, {i % 10}]" for i in range(n_items)])
-            df.insert(2, "prompt", [f"<|user|>Q{i}" for i in range(n_items)])
-            df.insert(3, "response", [_response(int(b), bool(c), int(i), evil_text) for i, (b, c) in
-                                      enumerate(zip(bt, correct))])
+        acc = truth["acc_rl"] if after_rl else truth["acc_sft"]
+        base = np.array([_logit(np.clip(acc - 0.06 * li, 0.02, 0.98)) for li in lvl_idx])
+        logits = base + truth["item_sd"] * truth["z"] + truth["offset"]
+        protocols = truth["protocols"]
+        rows = []
+        for proto in (protocols or [None]):
+            n_s = truth["n_samples"] if proto == "sample" else 1
+            shift = PROTOCOL_SHIFT.get(proto, 0.0) if proto else 0.0
+            p = _sigmoid(logits + shift)
+            for sample in range(n_s):
+                rows.append((proto, sample, rng.random(n_items) < p))
+        frames = []
+        for proto, sample, correct in rows:
+            fmt = correct | (rng.random(n_items) < 0.8)
+            bt = rng.poisson(max(0.0, (k or 0) * (0.6 if after_rl else 1.0)), n_items)
+            tokens = 60 + 25 * bt + rng.integers(0, 20, n_items)
+            df = pd.DataFrame({"index": np.arange(n_items), "score": np.where(correct, 1.0, np.where(fmt, 0.1, 0.0)),
+                               "correct": correct, "format_ok": fmt, "response_tokens": tokens,
+                               "backtracks": bt})
+            if proto is not None:
+                df.insert(1, "protocol", proto)
+                df.insert(2, "sample", sample)
+            if levels:
+                df["difficulty"] = [json.dumps({"n_people": int(x)}) for x in lv]
+            if text:
+                at = 3 if proto is not None else 1
+                df.insert(at, "question", [f"Q{i}: reach 24 with [3, 8, {i % 10}]" for i in range(n_items)])
+                df.insert(at + 1, "prompt", [f"<|user|>Q{i}" for i in range(n_items)])
+                df.insert(at + 2, "response", [_response(int(b), bool(c), int(i), evil_text) for i, (b, c) in
+                                               enumerate(zip(bt, correct))])
+            frames.append(df)
+        df = pd.concat(frames, ignore_index=True)
         if items:
             df.to_parquet(d / "items.parquet", index=False)
-        summary = {"accuracy": float(correct.mean()), "format_rate": float(fmt.mean()),
-                   "mean_response_tokens": float(tokens.mean()), "mean_backtracks": float(bt.mean()),
-                   "n": int(n_items)}
+        primary = df if protocols is None else df[df["protocol"] == ("sample" if "sample" in protocols
+                                                                      else protocols[0])]
+        summary = {"accuracy": float(primary["correct"].mean()), "format_rate": float(primary["format_ok"].mean()),
+                   "mean_response_tokens": float(primary["response_tokens"].mean()),
+                   "mean_backtracks": float(primary["backtracks"].mean()), "n": int(n_items)}
     sd = StageDir(d)              # the bookkeeping a real runner leaves (a running one: this process)
     attempt = sd.begin_attempt()
     if state == "failed":

@@ -64,37 +64,122 @@ def _nan(x: Any) -> bool:
 
 
 def variant_label(row: Any) -> str:
+    from .study import variant_name
+
     k = row["k"]
-    return str(row["variant"]) if _nan(k) else f"k={int(k)}"
+    return variant_name(row["variant"]) if _nan(k) else f"k={int(k)}"
 
 
 # ---------------------------------------------------------------------------- displays
 
 AFTER = "after RL [95% CI]"
+SIZE_MARK = "†"
+
+
+def diff_ci(d: Any, lo: Any, hi: Any, digits: int = 1) -> str:
+    """A paired difference in points with its CI: +4.1 [+1.9, +6.3]."""
+    if _nan(d):
+        return DASH
+    if _nan(lo) or _nan(hi):
+        return signed_pct(d, digits)
+    return f"{signed_pct(d, digits)} [{signed_pct(lo, digits)}, {signed_pct(hi, digits)}]"
+
+
+def _significant(lo: Any, hi: Any) -> bool:
+    return not _nan(lo) and not _nan(hi) and (float(lo) > 0 or float(hi) < 0)
+
+
+def sft_set(r: Any) -> str:
+    ex = r.get("sft_examples") if hasattr(r, "get") else None
+    if r["variant"] == "cold_start":
+        return "none (base model)"
+    if ex is None or _nan(ex):
+        return DASH
+    return f"{int(round(float(ex))):,}" + (f" {SIZE_MARK}" if bool(r.get("size_flag", False)) else "")
+
+
+def _protocol_title(df: pd.DataFrame) -> str:
+    from .study import PROTOCOL_NAMES
+
+    if "protocol" not in df or df.empty:
+        return ""
+    p = str(df["protocol"].iloc[0])
+    return PROTOCOL_NAMES.get(p, p)
 
 
 def main_display(df: pd.DataFrame, axes: Sequence[str] = (), title: str = "Final accuracy after RL") -> Display:
-    headers = ["task", *[a.split(".")[-1] for a in axes], "SFT data", "seeds", "before RL",
-               AFTER, "Δ cold start", "backtracks SFT→RL", "format"]
+    """The main table for one protocol (aggregate.main_table / Study.table): per task and SFT
+    data, the SFT set size, seeds, accuracy before and after RL with CIs, the RL gain, and the
+    paired differences after RL from cold start and from k=0."""
+    headers = ["task", *[a.split(".")[-1] for a in axes], "SFT data", "SFT set", "seeds", "before RL",
+               AFTER, "RL gain", "Δ cold start", "Δ k=0", "backtracks SFT→RL", "format"]
     rows, bold = [], []
+    has = lambda c: c in df.columns          # noqa: E731  (older frames lack the paired columns)
     for _, r in df.iterrows():
-        cells = [str(r["task"]), *[str(r[a]) for a in axes], variant_label(r),
-                 f"{int(r['seeds'])}/{int(r['seeds_planned'])}", pct(r["sft_acc"]),
+        d_cold = diff_ci(r["d_cold"], r["d_cold_lo"], r["d_cold_hi"]) if has("d_cold") else signed_pct(r["gain"])
+        cells = [str(r["task"]), *[str(r[a]) for a in axes], variant_label(r), sft_set(r),
+                 f"{int(r['seeds'])}/{int(r['seeds_planned'])}",
+                 ci(r["sft_acc"], r.get("sft_acc_lo"), r.get("sft_acc_hi")),
                  ci(r["acc"], r["acc_lo"], r["acc_hi"]) + (f" {BEST}" if r["best"] else ""),
-                 signed_pct(r["gain"]) if r["baseline"] != "cold_start" else DASH,
+                 diff_ci(r["rl_gain"], r["rl_gain_lo"], r["rl_gain_hi"]) if has("rl_gain") else DASH,
+                 d_cold if r["variant"] != "cold_start" else DASH,
+                 diff_ci(r["d_k0"], r["d_k0_lo"], r["d_k0_hi"]) if has("d_k0") and r["variant"] != "k0" else DASH,
                  f"{num(r['sft_backtracks'])} → {num(r['backtracks'])}", pct(r["format_rate"])]
-        rows.append(cells)
         b = [False] * len(cells)
         if r["best"]:
             b[headers.index(AFTER)] = True
+        for h, lo, hi in (("RL gain", "rl_gain_lo", "rl_gain_hi"), ("Δ cold start", "d_cold_lo", "d_cold_hi"),
+                          ("Δ k=0", "d_k0_lo", "d_k0_hi")):
+            if has(lo) and _significant(r[lo], r[hi]) and cells[headers.index(h)] != DASH:
+                b[headers.index(h)] = True
+        rows.append(cells)
         bold.append(b)
-    notes = [f"Test accuracy in %. {BEST} best k per task (highest mean). Mean over seeds and test items, "
-             "95% percentile bootstrap CI over seeds and items; Δ cold start in points; backtracks per "
-             "response after SFT → after RL. '-' = no finished point (missing, not 0)."]
+    proto = _protocol_title(df)
+    notes = [("Protocol: " + proto + ". " if proto else "")
+             + "Test accuracy in %: mean over seeds and test items, 95% CI from a two-level bootstrap over "
+             "seeds and items. RL gain (after - before RL of the same runs), Δ cold start and Δ k=0 (after "
+             "RL): differences in points, paired on the same test items and seeds, with 95% CI; bold when the "
+             f"CI excludes 0. {BEST} the declared best k: its paired CI against every other k excludes 0 (no "
+             f"star: no k is better than the others). SFT set: examples in the SFT data; {SIZE_MARK} more than "
+             "2x from the k sets' size. Backtracks per response after SFT → after RL. '-' = not available "
+             "(missing, never 0)."]
     for _, r in df.iterrows():
         if r["missing"]:
             notes.append(f"missing in {r['task']} {variant_label(r)}: {r['missing']}")
-    return Display(title, headers, rows, bold, ["l"] * (len(axes) + 2) + ["r"] * 6, notes)
+    return Display(title, headers, rows, bold, ["l"] * (len(axes) + 3) + ["r"] * 8, notes)
+
+
+def before_display(df: pd.DataFrame, axes: Sequence[str] = (),
+                   title: str = "Accuracy after SFT, before RL") -> Display:
+    """Before RL (after SFT; cold start: the base model): accuracy and its paired differences
+    from cold start and from k=0, for one protocol."""
+    headers = ["task", *[a.split(".")[-1] for a in axes], "SFT data", "SFT set", "seeds", "before RL [95% CI]",
+               "Δ cold start", "Δ k=0"]
+    rows, bold = [], []
+    for _, r in df.iterrows():
+        cells = [str(r["task"]), *[str(r[a]) for a in axes], variant_label(r), sft_set(r),
+                 f"{int(r['seeds'])}/{int(r['seeds_planned'])}",
+                 ci(r["sft_acc"], r["sft_acc_lo"], r["sft_acc_hi"]),
+                 diff_ci(r["sft_d_cold"], r["sft_d_cold_lo"], r["sft_d_cold_hi"]) if r["variant"] != "cold_start"
+                 else DASH,
+                 diff_ci(r["sft_d_k0"], r["sft_d_k0_lo"], r["sft_d_k0_hi"]) if r["variant"] != "k0" else DASH]
+        b = [False] * len(cells)
+        for h, lo, hi in (("Δ cold start", "sft_d_cold_lo", "sft_d_cold_hi"), ("Δ k=0", "sft_d_k0_lo", "sft_d_k0_hi")):
+            if _significant(r[lo], r[hi]) and cells[headers.index(h)] != DASH:
+                b[headers.index(h)] = True
+        rows.append(cells)
+        bold.append(b)
+    proto = _protocol_title(df)
+    notes = [("Protocol: " + proto + ". " if proto else "") + "Accuracy in % with 95% CI; Δ in points, "
+             "paired on test items and seeds, 95% CI, bold when it excludes 0. Cold start's row is the base model."]
+    return Display(title, headers, rows, bold, ["l"] * (len(axes) + 3) + ["r"] * 4, notes)
+
+
+def statements_markdown(statements: Sequence[str], notes: Sequence[str] = ()) -> str:
+    lines = [f"- {s}" for s in statements]
+    if notes:
+        lines += [""] + [f"_{n}_  " for n in notes]
+    return "\n".join(lines) + "\n"
 
 
 def difficulty_display(df: pd.DataFrame, axes: Sequence[str] = (),
@@ -169,7 +254,7 @@ def to_markdown(d: Display) -> str:
     return "\n".join(lines) + "\n"
 
 
-_TEX = {"→": r"$\to$", "Δ": r"$\Delta$", "★": r"$^\star$", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+_TEX = {"→": r"$\to$", "Δ": r"$\Delta$", "★": r"$^\star$", "†": r"\textdagger{}", "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "<": r"\textless{}", ">": r"\textgreater{}"}
 

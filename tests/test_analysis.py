@@ -18,7 +18,9 @@ import pytest
 
 from analysis import load_sweep
 from analysis import aggregate as A
+from analysis import stats as S
 from analysis import tables as T
+from analysis.study import study
 from analysis.synthetic import make_sweep
 from fixtures_smoke import smoke_sweep  # noqa: F401  (registers the session fixture)
 
@@ -149,37 +151,63 @@ def test_missing_points_are_missing_not_zero(partial):
     assert row["seeds"] == 2
     assert row["acc"] == pytest.approx(direct_accuracy(partial)[("countdown", "k2")][0])
     # rendered as "-" and listed, never as 0
-    md = T.to_markdown(T.main_display(A.main_table(s)))
+    d = T.main_display(A.main_table(s))
+    md = T.to_markdown(d)
     line = next(ln for ln in md.splitlines() if ln.startswith("| arc_1d | k=0 |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[2] == "0/3" and cells[4] == "-" and "0.0" not in cells[4]
+    assert cells[d.headers.index("seeds")] == "0/3"
+    for h in (T.AFTER, "RL gain", "Δ cold start"):
+        assert cells[d.headers.index(h)] == "-", h
     assert "missing in arc_1d k=0" in md
 
 
-def test_best_k_and_gain_over_cold_start(partial):
+def test_best_k_is_declared_only_when_the_paired_ci_excludes_zero(partial):
     s = load_sweep(partial)
     table = A.main_table(s)
+    st = study(s)
+    items = s.items[s.items.role == "rl_eval"]
+    per_seed = items.groupby(["task", "variant", "seed"], observed=True)["correct"].mean()
     for task, g in table.groupby("task"):
-        ks = g[g["k"].notna() & g["acc"].notna()]
-        assert list(ks.loc[ks["best"], "variant"]) == [ks.loc[ks["acc"].idxmax(), "variant"]]
-        cold = g.loc[g["variant"] == "cold_start", "acc"].iloc[0]
-        np.testing.assert_allclose(g["gain"], g["acc"] - cold)
-    # the synthetic accuracies peak at k=1 for countdown
-    assert table[(table.task == "countdown") & table.best]["variant"].tolist() == ["k1"]
+        cold = per_seed.loc[(task, "cold_start")]
+        for _, r in g[g["variant"] != "cold_start"].iterrows():
+            if r["seeds"] == 0:
+                assert math.isnan(r["gain"])
+                continue
+            mine = per_seed.loc[(task, r["variant"])]
+            both = mine.index.intersection(cold.index)         # paired on the seeds both have
+            assert r["gain"] == pytest.approx((mine[both] - cold[both]).mean()), (task, r["variant"])
+            assert r["gain"] == r["d_cold"]
+        row = st.best[(st.best.task == task) & (st.best.axis == "k") & (st.best.role == "rl_eval")]
+        if len(row):
+            row = row.iloc[0]
+            # a star exactly when the statement declares a best k, and then on the top k
+            assert list(g.loc[g["best"], "variant"]) == ([row["top_cell"][0]] if row["declared"] else [])
+            assert ("is better than every other k" in row["statement"]) == bool(row["declared"])
+            assert ("no k is better than the others at this scale" in row["statement"]) != bool(row["declared"])
+    # 3 seeds x 40 items cannot separate k's 8 points apart: no star, and the words say so
+    assert not table["best"].any()
+    assert any("countdown" in x and "no k is better than the others at this scale" in x for x in st.statements())
 
 
-def test_table_outputs(partial, tmp_path):
-    s = load_sweep(partial)
+def test_table_outputs(tmp_path):
+    sweep = make_sweep(tmp_path, seeds=range(5), n_items=600, levels=(), item_sd=1.0, seed_sd=0.05, text=False,
+                       accuracy={"k0": 0.40, "k1": 0.60, "k2": 0.40, "k3": 0.40, "cold_start": 0.20},
+                       sft_steps=5, rl_steps=5)
+    s = load_sweep(sweep)
     table = A.main_table(s)
     d = T.main_display(table, s.axes)
     paths = T.write_all(d, table, tmp_path / "main")
     md, tex, csv = (p.read_text() for p in paths)
     best = table[(table.task == "countdown") & table.best].iloc[0]
+    assert best["variant"] == "k1"
     shown = f"{100 * best['acc']:.1f} [{100 * best['acc_lo']:.1f}, {100 * best['acc_hi']:.1f}]"
     assert f"**{shown} {T.BEST}**" in md
-    assert rf"\textbf{{{shown} $^\star$}}" in tex and r"\toprule" in tex and "cold\\_start" in tex
+    d_k0 = f"{100 * best['d_k0']:+.1f} [{100 * best['d_k0_lo']:+.1f}, {100 * best['d_k0_hi']:+.1f}]"
+    assert f"**{d_k0}**" in md                # significant: bold
+    assert rf"\textbf{{{shown} $^\star$}}" in tex and r"\toprule" in tex and "cold start" in tex
     back = pd.read_csv(tmp_path / "main.csv")
     np.testing.assert_allclose(back["acc"], table["acc"])
+    np.testing.assert_allclose(back["d_k0"], table["d_k0"])
 
 
 # ---------------------------------------------------------------------------- bootstrap
@@ -218,6 +246,244 @@ def test_bootstrap_mean_matches_binary_version():
     m2, lo2, hi2 = A.bootstrap_binary([40, 40], [12, 30], n_boot=4000)
     assert m1 == pytest.approx(m2)
     assert lo1 == pytest.approx(lo2, abs=0.03) and hi1 == pytest.approx(hi2, abs=0.03)
+
+
+# ---------------------------------------------------------------------------- paired statistics
+# Synthetic cells with a known truth: P(correct) = sigmoid(logit(acc) + item_sd z_i + seed_sd b_s),
+# z shared by every cell (the same test items), b drawn per cell and seed (training runs).
+
+def _logit(p):
+    return np.log(p / (1 - p))
+
+
+def _cells(rng, accs, *, seeds=5, items=1000, item_sd=1.0, seed_sd=0.1):
+    z = rng.standard_normal(items)
+    out = []
+    for acc in accs:
+        b = rng.standard_normal(seeds)
+        p = 1 / (1 + np.exp(-(_logit(acc) + item_sd * z[None, :] + seed_sd * b[:, None])))
+        out.append((rng.random((seeds, items)) < p).astype(float))
+    return out
+
+
+def _true_mean(acc, item_sd, seed_sd, n=2_000_000):
+    g = np.random.default_rng(99).standard_normal((2, n))
+    return float(np.mean(1 / (1 + np.exp(-(_logit(acc) + item_sd * g[0] + seed_sd * g[1])))))
+
+
+def test_a_real_difference_of_ten_points_is_detected():
+    rng = np.random.default_rng(0)
+    truth = _true_mean(0.50, 1.0, 0.1) - _true_mean(0.40, 1.0, 0.1)
+    assert 0.07 < truth < 0.10          # ~8.5 points on the accuracy scale
+    a, b = _cells(rng, [0.50, 0.40])
+    e = S.paired_diff(a, b, key="ten")
+    assert e.significant and e.lo > 0
+    assert e.lo < truth < e.hi
+    assert e.value == pytest.approx(a.mean() - b.mean())
+    assert (e.seeds, e.items) == (5, 1000)
+    assert e.half_width < 0.05           # the Done-when of issue 15: k-vs-k half-width <= 5 points
+
+
+@pytest.mark.parametrize("item_sd,seed_sd", [(1.0, 0.15), (0.0, 0.0), (0.0, 0.4)],
+                         ids=["realistic", "items-only", "seed-dominated"])
+def test_identical_points_are_rarely_declared_different(item_sd, seed_sd):
+    """Over 300 simulated studies of two identical points (5 seeds x 300 items), the paired CI
+    excludes 0 about 5% of the time: the seed level is as wide as a paired t-test over seeds,
+    and item noise is not counted twice."""
+    rng = np.random.default_rng(11)
+    hits = 0
+    for r in range(300):
+        a, b = _cells(rng, [0.4, 0.4], items=300, item_sd=item_sd, seed_sd=seed_sd)
+        hits += S.paired_diff(a, b, n_boot=1000, key=str(r)).significant
+    assert hits / 300 <= 0.075, hits
+
+
+def test_plain_bootstrap_over_five_seeds_is_overconfident():
+    """Why the seed level is corrected: the textbook crossed bootstrap over 5 seeds calls
+    identical points different more than twice as often as it should (12% vs 5.5% here)."""
+    rng = np.random.default_rng(12)
+    plain = corrected = 0
+    for r in range(160):
+        a, b = _cells(rng, [0.4, 0.4], items=200, item_sd=0.0, seed_sd=0.4)
+        plain += S.paired_diff(a, b, n_boot=800, key=str(r), method="plain").significant
+        corrected += S.paired_diff(a, b, n_boot=800, key=str(r)).significant
+    assert plain / 160 >= 0.10 and corrected / 160 <= 0.075, (plain, corrected)
+
+
+def test_pairing_narrows_the_interval_on_correlated_items():
+    """Test items differ in difficulty for every model alike: paired on the items, that
+    shared part cancels; unpaired, it widens the interval."""
+    rng = np.random.default_rng(1)
+
+    def ratio(item_sd, seeds):
+        out = []
+        for r in range(6):
+            a, b = _cells(rng, [0.45, 0.40], seeds=seeds, item_sd=item_sd, seed_sd=0.05)
+            paired, unpaired = S.paired_diff(a, b, key=str(r)), S.unpaired_diff(a, b, key=str(r))
+            assert paired.value == pytest.approx(unpaired.value)
+            out.append(paired.half_width / unpaired.half_width)
+        return float(np.mean(out))
+
+    assert ratio(2.0, 5) < 0.8
+    assert ratio(2.0, 1) < 0.8
+    assert 0.85 < ratio(0.0, 1) < 1.15        # no shared difficulty: pairing gains nothing, loses nothing
+
+
+def test_one_seed_covers_test_items_only():
+    rng = np.random.default_rng(2)
+    a, b = _cells(rng, [0.45, 0.40], seeds=1, items=2000, item_sd=0.0, seed_sd=0.0)
+    e = S.paired_diff(a, b, n_boot=4000, key="one")
+    d = (a - b)[0]
+    assert e.seeds == 1
+    assert e.half_width == pytest.approx(1.96 * d.std() / np.sqrt(len(d)), rel=0.1)   # the item bootstrap
+
+
+def test_group_is_seeded_order_free_and_pairs_on_what_both_have():
+    rng = np.random.default_rng(3)
+    ys = _cells(rng, [0.4, 0.5, 0.45])
+    cells = {n: S.Cell.of(y) for n, y in zip("abc", ys)}
+    g1, g2 = S.Group(cells, key="k"), S.Group(cells, key="k")
+    first = (g1.mean("a"), g1.diff("b", "a"), g1.diff("c", "a"))
+    second = (g2.diff("c", "a"), g2.diff("b", "a"), g2.mean("a"))[::-1]
+    assert first == second
+    assert S.Group(cells, key="k", seed=1).diff("b", "a") != first[1]
+    # a seed missing in one cell: that comparison uses the 4 seeds both have
+    cells["d"] = S.Cell.of(ys[1][1:], seeds=[1, 2, 3, 4])
+    g = S.Group(cells, key="k")
+    e = g.diff("d", "a")
+    assert e.seeds == 4 and e.value == pytest.approx(ys[1][1:].mean() - ys[0][1:].mean())
+    # a NaN (an item not scored for one seed) drops that item from the cell's comparisons
+    y = ys[2].copy()
+    y[0, 7] = np.nan
+    cells["e"] = S.Cell.of(y)
+    assert S.Group(cells, key="k").diff("e", "a").items == 999
+    # a mean's CI stays inside [0, 1]
+    low = S.mean_ci(np.r_[np.ones(2), np.zeros(38)][None, :], key="low")
+    assert 0.0 <= low.lo <= low.value <= low.hi <= 1.0
+
+
+def test_best_is_declared_only_when_it_beats_every_other():
+    rng = np.random.default_rng(4)
+    ys = _cells(rng, [0.40, 0.55, 0.42, 0.40])
+    g = S.Group({f"k{i}": S.Cell.of(y) for i, y in enumerate(ys)}, key="best")
+    b = g.best(["k0", "k1", "k2", "k3"])
+    assert b.declared and b.top == "k1" and b.runner_up == "k2" and b.margin.lo > 0
+    assert set(b.versus) == {"k0", "k2", "k3"} and all(e.lo > 0 for e in b.versus.values())
+    # identical k's: a best k is declared in at most ~5% of simulated studies
+    declared = 0
+    for r in range(150):
+        ys = _cells(rng, [0.4] * 4, items=300, seed_sd=0.1)
+        declared += S.Group({i: S.Cell.of(y) for i, y in enumerate(ys)}, n_boot=1000, key=str(r)).best(
+            list(range(4))).declared
+    assert declared / 150 <= 0.05, declared
+
+
+# ---------------------------------------------------------------------------- the study on synthetic sweeps
+
+EFFECT = {"k0": 0.40, "k1": 0.52, "k2": 0.40, "k3": 0.40, "cold_start": 0.20,
+          "short_cot_correct": 0.35, "long_cot_wrong_format": 0.05}
+
+
+@pytest.fixture(scope="module")
+def effect_sweep(tmp_path_factory) -> Path:
+    """5 seeds x 1,000 shared test items x both protocols, a real effect at k=1 and none
+    between k=0, 2, 3; two SFT baselines of very different SFT set sizes."""
+    root = tmp_path_factory.mktemp("effect")
+    return make_sweep(root, seeds=range(5), n_items=1000, levels=(), protocols=("sample", "greedy"),
+                      baselines=("cold_start", "short_cot_correct", "long_cot_wrong_format"), accuracy=EFFECT,
+                      item_sd=1.0, seed_sd=0.1, text=False, sft_steps=8, rl_steps=8, seed=3)
+
+
+def test_study_finds_the_effect_that_was_put_in(effect_sweep):
+    s = load_sweep(effect_sweep)
+    st = study(s)
+    assert st.protocols == ["sample", "greedy"] and st.primary == "sample" and not st.old_items
+    for proto in st.protocols:
+        t = st.table(proto).set_index("variant")
+        assert list(t.index[t["best"]]) == ["k1"], proto
+        assert t.loc["k1", "d_k0_lo"] > 0
+        for k in ("k2", "k3"):         # no real difference from k=0: the CI says so
+            assert t.loc[k, "d_k0_lo"] < 0 < t.loc[k, "d_k0_hi"], (proto, k)
+            assert t.loc[k, "d_k0_hi"] - t.loc[k, "d_k0_lo"] < 0.12
+        assert (t.drop("cold_start")["d_cold_lo"].drop("long_cot_wrong_format") > 0).all()
+        assert t.loc["long_cot_wrong_format", "d_cold_hi"] < 0
+        assert (t["rl_gain_lo"] > 0).all()           # every row moves under RL, cold start included
+        assert (t["seeds"] == 5).all() and (t["n_items"] == 1000).all()
+    (statement,) = st.statements()
+    assert statement.startswith("countdown, after RL, sampled: k=1 is better than every other k: +")
+    assert "over the runner-up k=" in statement and "5 seeds x 1,000 items" in statement
+    # the numbers are the paired differences of the items themselves
+    it = s.items[(s.items.role == "rl_eval") & (s.items.protocol == "sample")]
+    acc = it.groupby("variant", observed=True)["correct"].mean()
+    t = st.table("sample").set_index("variant")
+    assert t.loc["k1", "d_k0"] == pytest.approx(acc["k1"] - acc["k0"])
+    assert t.loc["k1", "acc"] == pytest.approx(acc["k1"])
+    before = s.items[(s.items.role == "sft_eval") & (s.items.protocol == "sample")]
+    assert t.loc["k1", "rl_gain"] == pytest.approx(acc["k1"] - before[before.variant == "k1"]["correct"].mean())
+
+
+def test_study_reports_sft_set_sizes_and_flags_unfair_comparisons(effect_sweep):
+    s = load_sweep(effect_sweep)
+    st = study(s)
+    t = st.table().set_index("variant")
+    assert t.loc["k0", "sft_examples"] == 4000 and not t.loc["k0", "size_flag"]
+    assert t.loc["short_cot_correct", "sft_examples"] == 1216 and t.loc["short_cot_correct", "size_flag"]
+    assert t.loc["long_cot_wrong_format", "sft_examples"] == 26
+    assert np.isnan(t.loc["cold_start", "sft_examples"])
+    (note,) = [n for n in st.notes if n.startswith("SFT set sizes differ")]
+    assert "k=0/1/2/3: 4,000 each" in note and "long CoT, wrong format: 26" in note
+    assert "short CoT, correct vs long CoT, wrong format (46.8x)" in note and "mixes" in note
+    md = T.to_markdown(T.main_display(st.table(), s.axes))
+    assert "| 1,216 † |" in md and "| none (base model) |" in md
+
+
+def test_no_effect_gives_no_best_k_in_words(tmp_path):
+    sweep = make_sweep(tmp_path, seeds=range(4), n_items=500, levels=(), protocols=("sample",),
+                       accuracy={f"k{k}": 0.4 for k in range(4)} | {"cold_start": 0.3}, item_sd=1.0,
+                       seed_sd=0.1, text=False, sft_steps=5, rl_steps=5)
+    st = study(load_sweep(sweep))
+    assert not st.table()["best"].any()
+    (statement,) = st.statements()
+    assert "no k is better than the others at this scale" in statement
+    assert "paired 95% CI" not in statement or "includes 0" in statement
+
+
+def test_best_value_of_a_grid_axis_in_words(tmp_path):
+    sweep = make_sweep(tmp_path, ks=(0, 1), baselines=(), seeds=range(3), n_items=300, levels=(),
+                       axes={"rl.kl_coef": [0.0, 0.01]}, text=False, sft_steps=5, rl_steps=5)
+    st = study(load_sweep(sweep))
+    axis_rows = st.best[(st.best.axis == "rl.kl_coef") & (st.best.role == "rl_eval")]
+    assert len(axis_rows) == 2                            # within k=0 and within k=1
+    assert all("no kl_coef is better than the others at this scale" in x for x in axis_rows["statement"])
+    assert set(axis_rows["context"]) == {"k=0", "k=1"}
+    k_rows = st.best[(st.best.axis == "k") & (st.best.role == "rl_eval")]
+    assert set(k_rows["context"]) == {"kl_coef=0.0", "kl_coef=0.01"}
+
+
+def test_single_seed_sweep_says_its_intervals_cover_items_only(tmp_path):
+    sweep = make_sweep(tmp_path, seeds=(0,), n_items=200, levels=(), text=False, sft_steps=5, rl_steps=5)
+    s = load_sweep(sweep)
+    st = study(s)
+    assert st.old_items and st.protocols == ["greedy"]          # items without a protocol column
+    assert set(s.items["protocol"]) == {"greedy"} and set(s.items["sample"]) == {0}
+    assert (st.cells["ci"] == "items only (1 seed)").all()
+    assert any(n.startswith("One training seed per point") for n in st.notes)
+    assert any("read as greedy decoding" in n for n in st.notes)
+    assert all("one seed: the CI covers test items only" in x for x in st.statements())
+    t = st.table()
+    assert t["acc_lo"].notna().all() and t["d_k0"].notna().sum() == 4      # k1..k3 and cold start
+
+
+def test_evals_without_items_fall_back_to_summaries(tmp_path):
+    sweep = make_sweep(tmp_path, seeds=(0, 1), n_items=100, levels=(), items=False, sft_steps=5, rl_steps=5)
+    s = load_sweep(sweep)
+    st = study(s)
+    t = st.table()
+    assert t["acc"].notna().all() and t["d_k0"].isna().all() and st.diffs.empty
+    assert set(t["ci"]) == {"summary only (no items.parquet): not paired"}
+    assert any("no items.parquet" in n for n in st.notes)
+    ev = s.evals[s.evals.role == "rl_eval"].groupby("variant")["accuracy"].mean()
+    np.testing.assert_allclose(t.set_index("variant")["acc"].sort_index(), ev.sort_index())
 
 
 # ---------------------------------------------------------------------------- difficulty, curves, comparison
@@ -282,11 +548,13 @@ def test_r360_report_writes_tables_figures_html(partial, tmp_path, capsys):
     assert load_sweep(sweep).store == root / "store"
     assert main(["report", str(sweep), "--n-boot", "500"]) == 0
     out = capsys.readouterr().out
-    assert "final accuracy after RL" in out and "countdown-k2-s1" in out and "missing" in out
+    assert "accuracy after RL, greedy protocol" in out and "countdown-k2-s1" in out and "missing" in out
+    assert "no k is better than the others at this scale" in out
     rep = sweep / "report"
-    for name in ("main_table.md", "main_table.tex", "main_table.csv", "difficulty.md", "difficulty.tex",
-                 "difficulty.csv", "report.html", "fig_accuracy_vs_k.png", "fig_accuracy_vs_k.svg",
-                 "fig_backtracks_vs_k.png", "fig_rl_curves_countdown.png", "fig_rl_curves_arc_1d.svg",
+    for name in ("main_table.md", "main_table.tex", "main_table.csv", "differences.csv", "cells.csv", "best.csv",
+                 "difficulty.md", "difficulty.tex", "difficulty.csv", "report.html", "fig_accuracy_vs_k.png",
+                 "fig_accuracy_vs_k.svg", "fig_differences_greedy.png", "fig_backtracks_vs_k.png",
+                 "fig_rl_curves_countdown.png", "fig_rl_curves_arc_1d.svg", "fig_rl_seeds_countdown.png",
                  "fig_sft_loss.png", "fig_sft_loss.svg"):
         assert (rep / name).stat().st_size > 0, name
     html = (rep / "report.html").read_text()
@@ -327,10 +595,13 @@ def test_bench_runs_at_small_scale(tmp_path):
 
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, str(repo / "bench" / "bench_analysis.py"), "--runs", "40", "--steps",
-                           "50", "--repeat", "1", "--keep", str(tmp_path)], capture_output=True, text=True,
+                           "50", "--points", "4", "--seeds", "2", "--items", "50", "--repeat", "1",
+                           "--keep", str(tmp_path)], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "load + aggregate 40 runs x 50 steps" in proc.stdout and "OK" in proc.stdout
+    assert "paired statistics 4 points x 2 seeds x 50 items x 2 protocols" in proc.stdout
+    assert "TOO SLOW" not in proc.stdout
 
 
 # ---------------------------------------------------------------------------- the real smoke sweep

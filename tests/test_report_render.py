@@ -1,7 +1,9 @@
-"""Look at the report as a person would: every figure has labelled axes, a legend and data in
-every panel (checked on the matplotlib Figure objects); the PNG/SVG files open; the HTML is
-self-contained and escapes model text; and headless Chromium renders it (skipped, with the
-reason, when no Chromium is installed: `apt-get install -y chromium`).
+"""Look at the report as a person would: every figure has labelled axes, data in every panel,
+a legend inside the figure whose entries are drawn differently and say what each series is, a
+best-k star only where the paired CI supports it (checked on the matplotlib Figure objects);
+the PNG/SVG files open; the HTML is self-contained and escapes model text; and headless
+Chromium renders it (skipped, with the reason, when no Chromium is installed:
+`apt-get install -y --no-install-recommends chromium`).
 """
 
 from __future__ import annotations
@@ -28,23 +30,158 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium 
                                     "(apt-get install -y chromium)")
 
 
+BASELINES = ("cold_start", "short_cot_correct", "long_cot_wrong_format")
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     root = tmp_path_factory.mktemp("render")
-    sweep = make_sweep(root, tasks=("countdown", "arc_1d"), evil_text=True, seed=7,
+    sweep = make_sweep(root, tasks=("countdown", "arc_1d"), baselines=BASELINES, evil_text=True, seed=7,
+                       n_items=120, protocols=("sample", "greedy"), item_sd=1.0, seed_sd=0.1,
                        failed={"countdown-k2-s1": "rl"}, running={"arc_1d-k3-s0": "rl"},
                        pending=["countdown-cold_start-s2"])
     return build_report(sweep, n_boot=300)
 
 
+def _texts(fig) -> list[str]:
+    out = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    for ax in fig.get_axes():
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        out += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        if ax.get_legend() is not None:
+            out += [t.get_text() for t in ax.get_legend().get_texts()]
+    return out + [fig.get_suptitle()]
+
+
 def test_every_figure_is_readable(report):
-    assert set(report.figures) == {"fig_accuracy_vs_k", "fig_backtracks_vs_k", "fig_rl_curves_countdown",
-                                   "fig_rl_curves_arc_1d", "fig_sft_loss"}
+    assert set(report.figures) == {"fig_accuracy_vs_k", "fig_differences_sample", "fig_differences_greedy",
+                                   "fig_backtracks_vs_k", "fig_rl_curves_countdown", "fig_rl_curves_arc_1d",
+                                   "fig_rl_seeds_countdown", "fig_rl_seeds_arc_1d", "fig_sft_loss"}
     for stem, fig in report.figures.items():
         assert P.check_figure(fig) == [], stem
         for ax in fig.get_axes():
-            assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(), stem
+            assert ax.get_xlabel() and ax.get_title(), stem
+            assert ax.get_ylabel() or P._shares_labelled_y(ax), stem
+        # every legend entry is drawn differently from the others
+        keys = [k for _, k in P.legend_entries(fig)]
+        assert len(keys) == len(set(keys)) > 0, stem
     assert report.figure_problems == {}
+
+
+def test_legends_say_what_each_series_is(report):
+    texts = {stem: _texts(fig) for stem, fig in report.figures.items()}
+    everything = "\n".join(t for ts in texts.values() for t in ts)
+    assert "RL only" not in everything and "RL only" not in (report.out / "report.html").read_text()
+    curves = texts["fig_rl_curves_countdown"]
+    assert "cold start (no SFT: RL from the base model)" in curves
+    assert "short CoT, correct (SFT, 1,216 ex.)" in curves and "long CoT, wrong format (SFT, 26 ex.)" in curves
+    assert {"k=0", "k=1", "k=2", "k=3"} <= set(curves)
+    acc = texts["fig_accuracy_vs_k"]
+    assert "short CoT,\ncorrect\n1,216 ex." in acc and "long CoT,\nwrong\nformat\n26 ex." in acc
+    assert "cold start\n(no SFT)" in acc
+    assert any(t.startswith("countdown: one sample at T=1.0") for t in acc)
+    assert any(t.startswith("countdown: greedy decoding") for t in acc)
+    seeds = texts["fig_rl_seeds_countdown"]
+    assert {"one seed (each line)", "mean over seeds", "min..max over seeds"} <= set(seeds)
+
+
+def test_series_styles_stay_distinct_past_ten():
+    keys = [f"k{i}" for i in range(25)] + ["cold_start", "short_cot_correct"]
+    styles = P.variant_styles(keys)
+    assert len(set(styles.values())) == len(keys)
+    assert styles["k0"] == (P.PALETTE[0], "-") and styles["k10"] == (P.PALETTE[0], "--")
+    assert len({c for c, _ in list(styles.values())[:10]}) == 10      # the first ten: ten colours
+
+
+def test_a_variant_keeps_its_style_in_every_figure(report):
+    def styles(fig):
+        return {label: key for label, key in P.legend_entries(fig)}
+
+    rl, sft = styles(report.figures["fig_rl_curves_countdown"]), styles(report.figures["fig_sft_loss"])
+    assert "cold start (no SFT: RL from the base model)" in rl and not any("cold start" in x for x in sft)
+    shared = set(rl) & set(sft)
+    assert len(shared) == 6 and all(rl[x] == sft[x] for x in shared)
+
+
+def test_rl_curves_with_many_series_pass_the_checks(tmp_path):
+    sweep = make_sweep(tmp_path, ks=tuple(range(9)), baselines=BASELINES, seeds=(0, 1), n_items=20, text=False,
+                       sft_steps=6, rl_steps=6, levels=())
+    s = load_sweep(sweep)
+    fig = P.rl_curves(s.steps, "countdown")
+    assert len(P.legend_entries(fig)) == 12
+    assert P.check_figure(fig) == []
+
+
+def _plain_figure(w, h):
+    """A figure laid out by hand (no constrained layout): what a careless plot would be."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def test_check_figure_catches_what_misleads():
+    fig = _plain_figure(4, 3)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="C0", label="cold start")
+    ax.plot([0, 1], [1, 0], color="C0", label="short CoT, correct")       # drawn alike
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(loc="center left", bbox_to_anchor=(1.6, 0.5))               # outside the figure
+    problems = P.check_figure(fig)
+    assert any("drawn alike" in p and "cold start" in p for p in problems), problems
+    assert any("legend reaches outside the figure" in p for p in problems), problems
+    fig = _plain_figure(3, 2)
+    ax = fig.subplots()
+    for i in range(30):
+        ax.plot([0, 1], [i, i], color=P.PALETTE[i % 10], linestyle=P.LINESTYLES[i // 10],
+                label=f"a rather long series label number {i}")
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.legend(loc="upper left", fontsize=14)
+    assert any("larger than the plotting area" in p for p in P.check_figure(fig))
+
+
+def _best_stars(fig) -> list:
+    return [a for ax in fig.get_axes() for a in ax.get_lines() if a.get_gid() == P.BEST_GID]
+
+
+def test_best_k_star_only_where_the_paired_ci_supports_it(tmp_path):
+    from analysis.aggregate import main_table
+
+    common = dict(seeds=range(5), n_items=600, levels=(), protocols=("sample",), item_sd=1.0, seed_sd=0.05,
+                  text=False, sft_steps=5, rl_steps=5)
+    real = load_sweep(make_sweep(tmp_path / "a", accuracy={"k0": 0.40, "k1": 0.58, "k2": 0.40, "k3": 0.40,
+                                                           "cold_start": 0.2}, **common))
+    none = load_sweep(make_sweep(tmp_path / "b", accuracy={"k0": 0.40, "k1": 0.41, "k2": 0.40, "k3": 0.40,
+                                                           "cold_start": 0.2}, **common))
+    t_real, t_none = main_table(real), main_table(none)
+    assert list(t_real.loc[t_real["best"], "variant"]) == ["k1"] and not t_none["best"].any()
+    # some k has the highest mean in the second sweep too; it earns no star, and the words say why
+    from analysis.study import study
+
+    (statement,) = study(none).statements()
+    assert "no k is better than the others at this scale: the highest mean, k=" in statement
+    stars = _best_stars(P.accuracy_vs_k(t_real))
+    assert len(stars) == 1 and stars[0].get_xdata()[0] == pytest.approx(1.0, abs=0.3)
+    assert _best_stars(P.accuracy_vs_k(t_none)) == []
+
+
+def test_forest_markers_are_filled_exactly_where_the_ci_excludes_zero(report):
+    from matplotlib.colors import to_hex
+
+    fig = report.figures["fig_differences_sample"]
+    st = report.study
+    d = st.diffs[(st.diffs.role == "rl_eval") & (st.diffs.protocol == "sample") & st.diffs["diff"].notna()]
+    markers = [ln for ax in fig.get_axes() for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert len(markers) == len(d)
+    filled = sorted(to_hex(m.get_markerfacecolor()) != "#ffffff" for m in markers)
+    assert filled == sorted(d["significant"].astype(bool))
+    for m in markers:       # each marker sits at its difference (points)
+        x = float(m.get_xdata()[0])
+        assert np.isclose(100 * d["diff"].to_numpy(dtype=float), x).any()
 
 
 def test_figure_files_open(report):
@@ -120,6 +257,16 @@ def _chromium(args: list[str], timeout: int = 120) -> subprocess.CompletedProces
                               capture_output=True, text=True, timeout=timeout)
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_report_states_the_best_k_in_words_and_the_sizes(report):
+    html = (report.out / "report.html").read_text()
+    assert "Which k is best?" in html
+    assert "no k is better than the others at this scale" in html or "is better than every other k" in html
+    assert "SFT set sizes differ in countdown" in html and "1,216 †" in html
+    md = (report.out / "main_table.md").read_text()
+    assert md.startswith("**synthetic: which k is best?**")
+    assert "accuracy after RL, sample protocol" in md and "accuracy before RL, greedy protocol" in md
 
 
 @needs_chromium

@@ -23,6 +23,7 @@ from IPython.display import HTML, Markdown, display
 
 from analysis import load_sweep
 from analysis import aggregate as A, plots as P, tables as T
+from analysis.study import study
 
 SWEEP_DIR = os.environ.get("R360_SWEEP_DIR", "runs/sweeps/backtrack")
 sweep = load_sweep(SWEEP_DIR)
@@ -42,26 +43,40 @@ else:
 BACKTRACK = [
     new_markdown_cell("""# How much backtracking is enough?
 
-The backtrack study of one sweep: final accuracy after RL per task and number of dead ends `k`
-in the SFT traces (mean and 95% bootstrap CI over seeds and test items), how much of the
-backtracking the model keeps after RL, and accuracy by difficulty.
+The backtrack study of one sweep: accuracy before and after RL per task and number of dead ends
+`k` in the SFT traces (mean and 95% CI over seeds and test items), the paired differences from
+cold start and from k=0 (same test items, same seeds), which k is best -- declared only when its
+paired CI against every other k excludes 0 --, how much of the backtracking the model keeps
+after RL, and accuracy by difficulty.
 
 Set `R360_SWEEP_DIR` (a sweep directory or a sweep name) before starting the kernel, or edit
 `SWEEP_DIR` below. Missing points (failed, running, never started) are listed and left out of
 every mean: they never count as 0."""),
     new_code_cell(SETUP),
-    new_markdown_cell("## Main table: final accuracy after RL"),
-    new_code_cell("""table = A.main_table(sweep)
-display(Markdown(T.to_markdown(T.main_display(table, sweep.axes))))
+    new_markdown_cell("## Which k is best? (in words, from the paired CIs)"),
+    new_code_cell("""st = study(sweep)
+print("\\n".join(st.statements()) or "no finished evals of two or more k yet")
+for note in st.notes:
+    print("note:", note)"""),
+    new_markdown_cell("## Main table, per decoding protocol"),
+    new_code_cell("""table = A.main_table(sweep, study=st)
+for proto in st.protocols:
+    t = st.table(proto)
+    display(Markdown(T.to_markdown(T.main_display(t, sweep.axes, title=f"after RL, {proto} protocol"))))
+    display(Markdown(T.to_markdown(T.before_display(t, sweep.axes, title=f"before RL, {proto} protocol"))))
 table"""),
-    new_markdown_cell("## Best k per task and its gain over cold start"),
-    new_code_cell("""best = table[table["best"]][["task", *sweep.axes, "variant", "acc", "acc_lo", "acc_hi", "gain"]]
+    new_markdown_cell("## The declared best k and its differences"),
+    new_code_cell("""best = table[table["best"]][["task", *sweep.axes, "variant", "acc", "acc_lo", "acc_hi", "d_k0", "d_k0_lo",
+                            "d_k0_hi", "gain"]]
 if best.empty:
-    print("no finished RL evals yet")
+    print("no k is declared best (see the statements above)")
 else:
     display(best)"""),
-    new_markdown_cell("## Accuracy vs k"),
-    new_code_cell(show_fig_code("P.accuracy_vs_k(table, sweep.axes)", "finished evals")),
+    new_markdown_cell("## Accuracy per SFT data, and the paired differences"),
+    new_code_cell(show_fig_code("P.accuracy_vs_k(pd.concat([st.table(p) for p in st.protocols]), sweep.axes)",
+                                "finished evals")),
+    new_code_cell(show_fig_code("P.forest(st.diffs, sweep.axes, protocol=st.primary, sizes=st.sizes)",
+                                "paired differences")),
     new_markdown_cell("""## Does RL keep the backtracking that SFT taught?
 
 Backtracks per test response: in the SFT traces (`k`), after SFT, after RL."""),
@@ -91,17 +106,20 @@ if diff.empty:
     print("no difficulty levels recorded in the eval items (or no finished RL evals)")
 for d in T.difficulty_display(diff, sweep.axes):
     display(Markdown(T.to_markdown(d)))"""),
-    new_markdown_cell("## Sample traces of the best k (backtracks highlighted)"),
+    new_markdown_cell("## Sample traces of the best k, or of the highest mean (backtracks highlighted)"),
     new_code_cell("""from analysis.html import samples_html, legend_html
 
 points = []
-if not best.empty:
-    for _, b in best.iterrows():
+ks = table[table["k"].notna() & table["acc"].notna()]
+top = best if not best.empty else ks.loc[ks.groupby("task")["acc"].idxmax()] if len(ks) else ks
+if not top.empty:
+    for _, b in top.iterrows():
         sel = sweep.points[(sweep.points["task"] == b["task"]) & (sweep.points["variant"] == b["variant"])]
         points += list(sel["point"].head(1))
 if points:
     display(HTML("<style>mark.bt{background:#ffd33d}pre.resp{white-space:pre-wrap}</style>"
-                 + legend_html() + samples_html(sweep, points, n=1, open_first=len(points))))
+                 + legend_html(st.primary) + samples_html(sweep, points, n=1, open_first=len(points),
+                                                          protocol=st.primary)))
 else:
     print("no finished point to sample from")"""),
     new_markdown_cell("## What is missing"),
@@ -112,8 +130,8 @@ DYNAMICS = [
     new_markdown_cell("""# Training dynamics
 
 SFT loss and the RL curves of one sweep (reward, validation accuracy, response length,
-backtracks per response), one line per SFT dataset `k`, mean over seeds with a min..max band.
-Does RL keep or drop the backtracking that SFT taught?
+backtracks per response), one line per SFT dataset `k`, mean over seeds with a min..max band,
+and every seed's reward curve. Does RL keep or drop the backtracking that SFT taught?
 
 Set `R360_SWEEP_DIR` (a sweep directory or a sweep name) before starting the kernel, or edit
 `SWEEP_DIR` below. Stages still running show the steps logged so far."""),
@@ -130,6 +148,13 @@ if not rl_tasks:
 for task in rl_tasks:
     fig = P.rl_curves(steps, task, sweep.axes)
     if fig is not None:
+        display(fig)"""),
+    new_markdown_cell("## Every seed"),
+    new_code_cell("""for task in rl_tasks:
+    fig = P.rl_seed_curves(steps, task, sweep.axes)
+    if fig is None:
+        print(f"{task}: fewer than two seeds per SFT data: no per-seed figure")
+    else:
         display(fig)"""),
     new_markdown_cell("""## Backtracking over RL: start vs end
 
