@@ -37,7 +37,8 @@ RUNTIME = {"device": "cpu", "threads": 2, "rollout_workers": 0, "rollout_threads
 
 def rl_cfg(rollout: dict | None = None, **over) -> dict:
     """configs/rl/grpo.yaml with the test's changes (validation off unless asked)."""
-    return {**CONFIG["rl"], "val_every": 0, **over, "rollout": {**CONFIG["rl"]["rollout"], **(rollout or {})}}
+    rl = {k: v for k, v in CONFIG["rl"].items() if k != "init_step"}    # the planner moves it to the spec
+    return {**rl, "val_every": 0, **over, "rollout": {**CONFIG["rl"]["rollout"], **(rollout or {})}}
 
 
 def eval_cfg(**over) -> dict:
@@ -338,7 +339,7 @@ def test_grpo_runs_and_logs(sft_stage, dataset, tmp_path, stub_scorer):
                 save_every=2, val_every=3, val_size=8, recompute_old_logprobs=True,
                 rollout={"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 48})
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
-            "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 0}
+            "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 0, "init_step": None}
     sd = tmp_path / "rl"
     summary = local.run_grpo(make_ctx(sd, spec, {"data": dataset, "init": sft_stage}))
     rows = read_metrics(sd)
@@ -372,7 +373,7 @@ def test_grpo_skipping_zero_advantage_groups_is_exact(sft_stage, dataset, tmp_pa
     out = {}
     for name, kl in (("skip", 0.0), ("full", 1e-12)):
         spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
-                "model": dict(MODEL), "rl": {**rl, "kl_coef": kl}, "rollout_backend": "builtin", "seed": 0}
+                "model": dict(MODEL), "rl": {**rl, "kl_coef": kl}, "rollout_backend": "builtin", "seed": 0, "init_step": None}
         local.run_grpo(make_ctx(tmp_path / name, spec, {"data": dataset, "init": sft_stage}))
         out[name] = read_metrics(tmp_path / name)
     skipped = [r["zero_adv_skipped_frac"] for r in out["skip"]]
@@ -386,29 +387,33 @@ def test_grpo_cold_start_and_eval(dataset, tmp_path, stub_scorer):
     rl = rl_cfg(steps=1, batch_size=2, mini_batch_size=2, save_every=0,
                 rollout={"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 8})
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": None,
-            "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 0}
+            "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 0, "init_step": None}
     sd = tmp_path / "cold"
     local.run_grpo(make_ctx(sd, spec, {"data": dataset}))
     assert read_metrics(sd)[0]["response_length_mean"] <= 8
 
     ev = {"kind": "eval", "engine": "local", "task": "countdown", "data": "d", "checkpoint": "c",
-          "model": dict(MODEL), "eval": eval_cfg(split="test", temperature=0.0, max_new_tokens=16,
-                                                 batch_size=10), "rollout_backend": "builtin"}
+          "steps": [None], "final_step": 1, "model": dict(MODEL), "rollout_backend": "builtin",
+          "eval": eval_cfg(split="test", max_new_tokens=16, batch_size=10)}
     ed = tmp_path / "eval"
     summary = local.run_eval(make_ctx(ed, ev, {"data": dataset, "init": sd}))
     items = pd.read_parquet(ed / "items.parquet")
-    assert len(items) == summary["n"] == 24
+    protocols = CONFIG["eval"]["protocols"]
+    assert summary["n"] == 24 and len(items) == 24 * sum(p["n"] for p in protocols.values())
+    assert set(items["protocol"]) == set(protocols) and set(items["step"]) == {1}
     assert {"index", "question", "prompt", "response", "score", "correct", "format_ok",
             "response_tokens", "backtracks", "difficulty"} <= set(items.columns)
-    assert summary["accuracy"] == pytest.approx(items["correct"].mean())
+    primary = items[items["protocol"] == CONFIG["eval"]["primary"]]
+    assert summary["accuracy"] == pytest.approx(primary["correct"].mean())
     assert (items["response_tokens"] <= 16).all()
     assert set(summary) >= {"accuracy", "format_rate", "mean_response_tokens", "mean_backtracks", "n"}
 
 
 def test_eval_of_trained_model_scores(sft_stage, dataset, tmp_path, stub_scorer):
     ev = {"kind": "eval", "engine": "local", "task": "countdown", "data": "d", "checkpoint": "c",
-          "model": dict(MODEL), "rollout_backend": "builtin",
-          "eval": eval_cfg(split="test", temperature=0.0, max_new_tokens=64, batch_size=256)}
+          "steps": [None], "final_step": 120, "model": dict(MODEL), "rollout_backend": "builtin",
+          "eval": eval_cfg(split="test", max_new_tokens=64, batch_size=256,
+                           protocols={"greedy": {"temperature": 0.0, "top_p": 1.0, "n": 1}}, primary="greedy")}
     summary = local.run_eval(make_ctx(tmp_path / "e", ev, {"data": dataset, "init": sft_stage}))
     assert summary["format_rate"] > 0.5
     items = pd.read_parquet(tmp_path / "e" / "items.parquet")
@@ -428,7 +433,7 @@ def test_grpo_preempt_resume_matches_uninterrupted(sft_stage, dataset, tmp_path,
     rl = rl_cfg(lr=1e-3, steps=4, batch_size=2, mini_batch_size=1, save_every=0,
                 kl_coef=0.02, rollout={"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 40})
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
-            "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 3}
+            "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 3, "init_step": None}
     deps = {"data": dataset, "init": sft_stage}
     local.run_grpo(make_ctx(tmp_path / "a", spec, deps))
 
@@ -444,3 +449,52 @@ def test_grpo_preempt_resume_matches_uninterrupted(sft_stage, dataset, tmp_path,
     assert [r["reward_mean"] for r in rb] == [r["reward_mean"] for r in ra]   # same samples
     wa, wb = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_kept_models_init_step_and_eval_steps(sft_stage, dataset, tmp_path, stub_scorer):
+    """sft.export_steps keeps a model RL starts from (rl.init_step); rl.eval_steps keeps models the
+    after-RL eval evaluates beside the final one; pass@k from n samples."""
+    from reasoning360.engines.context import model_dir
+
+    sft_dir = tmp_path / "sft"
+    local.run_sft(make_ctx(sft_dir, sft_spec(max_steps=8, save_every=0, export_steps=[4]),
+                           {"traces": dataset, "data": dataset, "init": sft_stage}))
+    assert (model_dir(sft_dir, 4) / "config.json").exists() and not (sft_dir / "models" / "step_00000008").exists()
+    rl = rl_cfg(steps=2, batch_size=2, mini_batch_size=2, save_every=0, eval_steps=[1],
+                rollout={"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16})
+    spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": "s",
+            "model": dict(MODEL), "rl": rl, "rollout_backend": "builtin", "seed": 0, "init_step": 4}
+    rl_dir = tmp_path / "rl"
+    local.run_grpo(make_ctx(rl_dir, spec, {"data": dataset, "init": sft_dir}))
+    assert (model_dir(rl_dir, 1) / "config.json").exists() and (rl_dir / "model" / "config.json").exists()
+    # RL started from the step-4 model, not the final SFT model: its first step's old log-probs
+    # (the rollout's) are the step-4 model's
+    first = read_metrics(rl_dir)[0]
+    assert first["step"] == 1
+    ev = {"kind": "eval", "engine": "local", "task": "countdown", "data": "d", "checkpoint": "r",
+          "steps": [1, None], "final_step": 2, "model": dict(MODEL), "rollout_backend": "builtin",
+          "eval": eval_cfg(max_new_tokens=16, batch_size=24, primary="pass",
+                           protocols={"pass": {"temperature": 1.0, "top_p": 1.0, "n": 4}})}
+    summary = local.run_eval(make_ctx(tmp_path / "ev", ev, {"data": dataset, "init": rl_dir}))
+    items = pd.read_parquet(tmp_path / "ev" / "items.parquet")
+    assert set(items["step"]) == {1, 2} and set(items["sample"]) == {0, 1, 2, 3}
+    assert set(summary["by_step"]) == {"1", "2"}
+    last = summary["by_step"]["2"]["pass"]
+    assert last["pass@1"] == pytest.approx(last["accuracy"])
+    assert last["pass@1"] <= last["pass@2"] <= last["pass@4"]
+    mine = items[items["step"] == 2].groupby("index")["correct"].any().mean()
+    assert last["pass@4"] == pytest.approx(mine)          # pass@n: any of the n samples
+
+
+def test_init_step_loads_the_kept_model(sft_stage, dataset, tmp_path):
+    from reasoning360.engines.local.model import load_policy
+
+    sft_dir = tmp_path / "sft"
+    local.run_sft(make_ctx(sft_dir, sft_spec(max_steps=6, save_every=0, export_steps=[3]),
+                           {"traces": dataset, "data": dataset}))
+    kept, _ = load_policy(MODEL, sft_dir, 0, torch.device("cpu"), step=3)
+    final, _ = load_policy(MODEL, sft_dir, 0, torch.device("cpu"))
+    a, b = kept.state_dict(), final.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(FileNotFoundError, match="step"):
+        load_policy(MODEL, sft_dir, 0, torch.device("cpu"), step=5)

@@ -38,6 +38,13 @@ class StageContext:
     show_progress: bool = True
 
 
+def model_dir(stage_dir: str | Path, step: int | None = None) -> Path:
+    """Where a training stage leaves a model: `model/` (the final one) or, for a step it was
+    asked to keep (sft.export_steps, rl.eval_steps), `models/step_<N>/`. Each is an ordinary
+    Hugging Face checkpoint directory that the next stage, an eval or `r360 serve` loads."""
+    return Path(stage_dir) / "model" if step is None else Path(stage_dir) / "models" / f"step_{int(step):08d}"
+
+
 def sft_data_path(spec: dict[str, Any], traces_dir: str | Path) -> Path:
     """The parquet an SFT stage trains on: `sft.parquet` of a traces stage, or the split a
     distill baseline names (`traces_file`). An empty split is an error naming it, not an SFT

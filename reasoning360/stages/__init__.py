@@ -18,6 +18,7 @@ from .base import Role, StageKind
 
 KINDS: dict[str, str] = {
     "data": "reasoning360.stages.data",
+    "pretrain": "reasoning360.stages.pretrain",
     "traces": "reasoning360.stages.traces",
     "distill": "reasoning360.stages.distill",
     "sft": "reasoning360.stages.sft",

@@ -10,15 +10,35 @@ from .base import Role, StageKind, engine_runtime, rollout_runtime
 from .sft import engine_overrides
 
 
-def spec(c: dict[str, Any], data_id: str, checkpoint_id: str | None) -> dict[str, Any]:
-    """The model config is part of the spec even for a checkpoint (its architecture and tokenizer
-    settings say how to load it), so an engine never reads an upstream stage's spec."""
+def spec(c: dict[str, Any], data_id: str, checkpoint_id: str | None, steps: list[int | None],
+         final_step: int) -> dict[str, Any]:
+    """`steps`: which models of the upstream stage to evaluate, in order: None for its final
+    model (step `final_step`), N for the model it kept at step N. The model config is part of
+    the spec even for a checkpoint (its architecture and tokenizer settings say how to load it),
+    so an engine never reads an upstream stage's spec."""
     s = {"kind": "eval", "engine": c["engine"]["name"], "task": c["task"]["name"],
-         "data": data_id, "checkpoint": checkpoint_id, "model": c["model"], "eval": c["eval"],
+         "data": data_id, "checkpoint": checkpoint_id, "steps": steps, "final_step": final_step,
+         "model": c["model"], "eval": c["eval"],
          "rollout_backend": c["rollout"]["backend"], **engine_overrides(c, "overrides")}
     if checkpoint_id is None:      # the base model itself (cold start's "before RL"): seeded if random
         s["seed"] = c["seed"]
     return s
+
+
+def build_sft_eval(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any]:
+    """Before RL: the model RL starts from (the SFT model, its snapshot at rl.init_step, or, for
+    cold start, the base model)."""
+    if "sft" not in ids:
+        return spec(c, ids["data"], ids.get("base"), [None], 0)
+    init = c["rl"]["init_step"]
+    return spec(c, ids["data"], ids["sft"], [init], c["sft"]["max_steps"])
+
+
+def build_rl_eval(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any]:
+    """After RL: its final model, and the models it kept at rl.eval_steps (the steps the paper
+    evaluated), in step order."""
+    steps = sorted(s for s in c["rl"]["eval_steps"] if s < c["rl"]["steps"])
+    return spec(c, ids["data"], ids["rl"], [*steps, None], c["rl"]["steps"])
 
 
 def needs_ray(s: dict[str, Any], runtime: dict[str, Any]) -> bool:
@@ -36,5 +56,5 @@ def run(ctx) -> dict[str, Any]:
 KIND = StageKind(
     name="eval", inputs={"data": "data", "checkpoint": "init"}, run="reasoning360.stages.eval:run",
     needs_ray=needs_ray, runtime=lambda c: {**engine_runtime(c), **rollout_runtime(c)},
-    roles=(Role("sft_eval", ("data", "sft"), lambda c, p, ids: spec(c, ids["data"], ids.get("sft"))),
-           Role("rl_eval", ("data", "rl"), lambda c, p, ids: spec(c, ids["data"], ids["rl"]))))
+    roles=(Role("sft_eval", ("data", "base", "sft"), build_sft_eval),
+           Role("rl_eval", ("data", "rl"), build_rl_eval)))

@@ -9,9 +9,12 @@ from .base import Role, StageKind, engine_runtime, rollout_runtime
 from .sft import engine_overrides
 
 
-def spec(c: dict[str, Any], data_id: str, init_id: str | None) -> dict[str, Any]:
+def spec(c: dict[str, Any], data_id: str, init_id: str | None, from_sft: bool) -> dict[str, Any]:
+    """`init_step` (rl.init_step) names the SFT model RL starts from; it is part of this spec only
+    when RL starts from an SFT stage (cold start starts from the base model)."""
     return {"kind": "rl", "engine": c["engine"]["name"], "task": c["task"]["name"],
-            "data": data_id, "init": init_id, "model": c["model"], "rl": c["rl"],
+            "data": data_id, "init": init_id, "init_step": c["rl"]["init_step"] if from_sft else None,
+            "model": c["model"], "rl": {k: v for k, v in c["rl"].items() if k != "init_step"},
             "rollout_backend": c["rollout"]["backend"], "seed": c["seed"],
             **engine_overrides(c, "overrides")}
 
@@ -36,4 +39,5 @@ KIND = StageKind(
     name="rl", inputs={"data": "data", "init": "init"}, run="reasoning360.stages.rl:run",
     total_steps=total_steps, needs_ray=needs_ray,
     runtime=lambda c: {**engine_runtime(c), **rollout_runtime(c)},
-    roles=(Role("rl", ("data", "sft"), lambda c, p, ids: spec(c, ids["data"], ids.get("sft"))),))
+    roles=(Role("rl", ("data", "base", "sft"),
+                lambda c, p, ids: spec(c, ids["data"], ids.get("sft", ids.get("base")), "sft" in ids)),))

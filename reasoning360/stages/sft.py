@@ -11,11 +11,13 @@ from .base import Role, StageKind, engine_runtime
 from .distill import DISTILL_BASELINES, teacher_k, teacher_of
 
 
-def spec(c: dict[str, Any], traces_id: str, data_id: str, traces_file: str | None = None) -> dict[str, Any]:
-    """`traces_file`: which parquet of the upstream stage to train on (a distill stage's split);
-    absent for k-backtrack traces (`sft.parquet`), so their ids never change."""
+def spec(c: dict[str, Any], traces_id: str, data_id: str, base_id: str | None,
+         traces_file: str | None = None) -> dict[str, Any]:
+    """`base_id`: the pretrain stage whose model SFT starts from (None: model.path, or a random
+    init); `traces_file`: which parquet of the upstream stage to train on (a distill stage's
+    split; absent for k-backtrack traces, `sft.parquet`)."""
     return {"kind": "sft", "engine": c["engine"]["name"], "task": c["task"]["name"],
-            "traces": traces_id, "data": data_id, "model": c["model"], "sft": c["sft"],
+            "traces": traces_id, "data": data_id, "init": base_id, "model": c["model"], "sft": c["sft"],
             "seed": c["seed"], **({"traces_file": traces_file} if traces_file else {}),
             **engine_overrides(c, "sft_overrides")}
 
@@ -28,14 +30,14 @@ def engine_overrides(c: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def build_teacher(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any] | None:
-    return spec(c, ids["traces"], ids["data"]) if teacher_k(c, p.baseline) is not None else None
+    return spec(c, ids["traces"], ids["data"], ids.get("base")) if teacher_k(c, p.baseline) is not None else None
 
 
 def build_sft(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any] | None:
     if p.k is not None:
-        return spec(c, ids["traces"], ids["data"])
+        return spec(c, ids["traces"], ids["data"], ids.get("base"))
     if p.baseline in DISTILL_BASELINES:
-        return spec(c, ids["distill"], ids["data"], f"{teacher_of(c, p.baseline)['split']}.parquet")
+        return spec(c, ids["distill"], ids["data"], ids.get("base"), f"{teacher_of(c, p.baseline)['split']}.parquet")
     return None                   # cold start: RL from the base model
 
 
@@ -58,4 +60,4 @@ def run(ctx) -> dict[str, Any]:
 KIND = StageKind(
     name="sft", inputs={"traces": "traces", "data": "data", "init": "init"}, run="reasoning360.stages.sft:run",
     total_steps=total_steps, needs_ray=needs_ray, runtime=engine_runtime,
-    roles=(Role("teacher", ("traces",), build_teacher), Role("sft", ("traces", "distill"), build_sft)))
+    roles=(Role("teacher", ("traces", "base"), build_teacher), Role("sft", ("traces", "distill", "base"), build_sft)))

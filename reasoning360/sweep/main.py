@@ -55,6 +55,21 @@ def validate(c: dict[str, Any]) -> None:
     if sft["micro_batch_size"] is not None and sft["micro_batch_size"] > sft["batch_size"]:
         raise ConfigError(f"sft.micro_batch_size: {sft['micro_batch_size']} is larger than sft.batch_size "
                           f"({sft['batch_size']})")
+    for key, steps, total in (("sft.export_steps", sft["export_steps"], sft["max_steps"]),
+                              ("rl.eval_steps", rl["eval_steps"], rl["steps"])):
+        late = [s for s in steps if s >= total]
+        if late:
+            raise ConfigError(f"{key}: step {late[0]} is not before the last step ({total}; the final model "
+                              "is always kept)")
+    if rl["init_step"] is not None and rl["init_step"] not in sft["export_steps"]:
+        raise ConfigError(f"rl.init_step: {rl['init_step']} is not in sft.export_steps {sft['export_steps']} "
+                          "(the SFT stage keeps only the models it is asked to)")
+    if c["eval"]["primary"] not in c["eval"]["protocols"]:
+        raise ConfigError(f"eval.primary: {c['eval']['primary']!r} is not one of eval.protocols "
+                          f"({', '.join(c['eval']['protocols'])})")
+    if c["pretrain"]["train"]["max_steps"] and c["model"]["path"] is not None:
+        raise ConfigError("pretrain.train.max_steps: the base model is model.path here; pretraining is for "
+                          "models built from scratch (set it to 0)")
     for name, t in c["tasks"].items():
         if c["scale_name"] not in t["params"]:
             raise ConfigError(f"tasks.{name}.params: no entry for scale {c['scale_name']!r} "

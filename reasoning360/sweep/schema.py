@@ -145,6 +145,18 @@ class SFT(Section):
     keep_checkpoints: PosInt
     log_every: PosInt
     max_len: PosInt
+    truncation: Literal["drop", "right"]
+    max_examples: Optional[PosInt]
+    export_steps: list[PosInt]
+
+
+class PretrainTrain(SFT):
+    max_steps: NonNegInt                # 0: no pretrain stage
+
+
+class Pretrain(Section):
+    attempts: PosInt
+    train: PretrainTrain
 
 
 class Sampling(Section):
@@ -156,6 +168,7 @@ class Sampling(Section):
 
 class RL(Section):
     algorithm: Literal["grpo"]
+    init_step: Optional[PosInt]
     lr: PosNum
     betas: Annotated[list[Beta], Field(min_length=2, max_length=2)]
     weight_decay: NonNegNum
@@ -171,22 +184,32 @@ class RL(Section):
     kl_coef: NonNegNum
     kl_type: Literal["kl", "k1", "abs", "mse", "k2", "low_var_kl", "k3", "full"]
     entropy_coef: NonNegNum
-    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm",
+                           "micro-token-mean"]
     norm_adv_by_std: StrictBool
     grad_clip: Optional[PosNum]
     warmup_steps: NonNegInt
     save_every: NonNegInt
     keep_checkpoints: PosInt
     val_every: NonNegInt
+    val_before_train: StrictBool
     val_size: NonNegInt
+    eval_steps: list[PosInt]
+    max_prompt_len: Optional[PosInt]
     recompute_old_logprobs: Union[Literal["auto"], StrictBool]
     rollout: Sampling
 
 
-class Eval(Section):
-    split: Literal["test", "val"]
+class Protocol(Section):
     temperature: NonNegNum
     top_p: Prob
+    n: PosInt
+
+
+class Eval(Section):
+    split: Literal["test", "val"]
+    protocols: Annotated[dict[Slug, Protocol], Field(min_length=1)]
+    primary: NonEmptyStr
     max_new_tokens: PosInt
     batch_size: PosInt
 
@@ -274,6 +297,7 @@ class Config(Section):
     launcher: Annotated[Union[LocalLauncher, SlurmLauncher], Field(discriminator="name")]
     cluster: dict[str, Any]                  # the site profile: checked by the Slurm launcher
     data: Data
+    pretrain: Pretrain
     sft: SFT
     rl: RL
     rollout: Rollout

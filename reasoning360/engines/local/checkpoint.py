@@ -34,9 +34,12 @@ def save_hf(model, tokenizer, out_dir: Path) -> None:
             cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def save_final_model(stage_dir: Path, model, tokenizer) -> Path:
-    """The stage's output model: `stage_dir/model`, an ordinary HF checkpoint directory."""
-    path = Path(stage_dir) / "model"
+def save_final_model(stage_dir: Path, model, tokenizer, step: int | None = None) -> Path:
+    """The stage's output model (`step` None) or the kept model of step `step`
+    (engines.context.model_dir), written atomically as an ordinary HF checkpoint directory."""
+    from ..context import model_dir
+
+    path = model_dir(stage_dir, step)
     with atomic_dir(path) as tmp:
         save_hf(model, tokenizer, tmp)
     return path

@@ -81,17 +81,29 @@ class SFTExample:
     n_prompt: int
 
 
-def encode_sft(tokenizer, rows: list[dict], max_len: int) -> tuple[list[SFTExample], int]:
-    """Prompt + response + EOS per row; rows longer than max_len are dropped (and counted)."""
-    out, dropped = [], 0
+def encode_sft(tokenizer, rows: list[dict], max_len: int, truncation: str) -> tuple[list[SFTExample], int]:
+    """Prompt + response + EOS per row. A row longer than max_len is dropped (`truncation: drop`)
+    or cut on the right (`right`, as verl's SFT dataset does); either way it is counted."""
+    out, long_ = [], 0
     for row in rows:
         p = encode_prompt(tokenizer, render_prompt(tokenizer, row["prompt"]))
         r = encode_response(tokenizer, row["response"])
         if len(p) + len(r) > max_len:
-            dropped += 1
-            continue
+            long_ += 1
+            if truncation == "drop" or len(p) >= max_len:
+                continue
+            r = r[: max_len - len(p)]
         out.append(SFTExample(p + r, len(p)))
-    return out, dropped
+    return out, long_
+
+
+def subsample(rows: list[dict], max_examples: int | None, seed: int) -> list[dict]:
+    """At most `max_examples` rows, a seeded draw (null: every row): SFT sets of the same size
+    whatever their source, so comparisons between them are not comparisons of sizes."""
+    if max_examples is None or len(rows) <= max_examples:
+        return rows
+    pick = np.sort(np.random.default_rng([seed, 0x5f7]).choice(len(rows), size=max_examples, replace=False))
+    return [rows[i] for i in pick]
 
 
 class BucketedOrder:

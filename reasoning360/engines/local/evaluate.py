@@ -1,8 +1,13 @@
-"""Greedy evaluation of a checkpoint on a held-out split.
+"""Evaluation of a checkpoint on a held-out split, under every protocol of `eval.protocols`.
 
-Writes `items.parquet` (one row per problem: prompt, response, score, correct, format_ok,
-length, backtracks, difficulty) so analysis and the HTML report can show sample traces and
-slice accuracy by difficulty, and returns the aggregate numbers as the stage summary.
+A protocol is how an item is answered: `sample` (the paper's: one sample at temperature 1.0),
+`greedy`, or n samples for pass@k. Each item of the split is answered under each protocol
+(n times where n > 1) by each model the spec names (`steps`: the upstream stage's final model,
+or models it kept at given steps: the SFT snapshot RL starts from, the RL steps the paper
+evaluated). Writes `items.parquet`, one row per (step, protocol, sample, item): prompt,
+response, score, correct, format_ok, length, backtracks, difficulty; and returns the summary:
+the primary protocol's numbers at the last step as `accuracy`, `format_rate`, ..., and every
+step x protocol (with pass@k) under `by_step`.
 """
 
 from __future__ import annotations
@@ -12,40 +17,46 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from ...progress import progress_bar
+from ...rollout import SamplingParams
+from ...rollout.sampler import generate
 from ..context import StageContext
 from ..eval_items import summarize, write_items
 from . import data as D
 from .model import load_policy, setup_runtime
-from ...rollout import SamplingParams
-from ...rollout.sampler import generate
+
 
 def evaluate_rows(model, tokenizer, rows: list[dict], cfg: dict[str, Any], seed: int,
                   show_progress: bool = False, engine=None) -> tuple[list[dict], dict[str, float]]:
-    """Generate for every row (longest prompts first, in batches of cfg batch_size, sampling with
-    its temperature / top_p / max_new_tokens), score, and summarise. `engine`: a RolloutEngine to
-    generate with (e.g. vLLM) instead of the built-in sampler."""
+    """Answer every row once with cfg's temperature / top_p / max_new_tokens (longest prompts
+    first, batch_size at a time), score, and summarise (RL validation uses this directly).
+    `engine`: a RolloutEngine to generate with (e.g. vLLM) instead of the built-in sampler."""
+    return answer_rows(model, tokenizer, rows, {"temperature": cfg["temperature"], "top_p": cfg["top_p"], "n": 1},
+                       cfg, seed, show_progress, engine)
+
+
+def answer_rows(model, tokenizer, rows: list[dict], protocol: dict[str, Any], cfg: dict[str, Any], seed: int,
+                show_progress: bool = False, engine=None, label: str = "eval") -> tuple[list[dict], dict[str, Any]]:
+    """Every row answered `protocol["n"]` times; (items, summary with pass@k when n > 1)."""
     score, count_backtracks = D.task_fns()
     texts = [D.render_prompt(tokenizer, r["prompt"]) for r in rows]
     ids = [D.encode_prompt(tokenizer, t) for t in texts]
-    bs = int(cfg["batch_size"])
-    sp = SamplingParams(n=1, temperature=float(cfg["temperature"]), top_p=float(cfg["top_p"]),
-                        max_new_tokens=int(cfg["max_new_tokens"]), seed=seed)
+    bs, n = int(cfg["batch_size"]), int(protocol["n"])
     order = sorted(range(len(rows)), key=lambda i: -len(ids[i]))
     comps: dict[int, Any] = {}
-    with progress_bar("eval", total=len(rows), enabled=show_progress) as bar:
-        for s in range(0, len(order), bs):
+    with progress_bar(label, total=len(rows), enabled=show_progress) as bar:
+        for b, s in enumerate(range(0, len(order), bs)):
             chunk = order[s:s + bs]
+            sp = SamplingParams(n=n, temperature=float(protocol["temperature"]), top_p=float(protocol["top_p"]),
+                                max_new_tokens=int(cfg["max_new_tokens"]), seed=seed + b)
             batch = [ids[i] for i in chunk]
             out = engine.generate(batch, sp) if engine is not None else generate(model, tokenizer, batch, sp)
             for i, c in zip(chunk, out.completions):
-                comps[i] = c[0]
+                comps[i] = c
             bar.advance(len(chunk))
     items = []
     for i, row in enumerate(rows):
-        c, extra = comps[i], row.get("extra_info") or {}
-        sc = float(score(row["data_source"], c.text, D.ground_truth(row)))
+        extra = row.get("extra_info") or {}
         meta = extra.get("metadata")
         if isinstance(meta, str):
             try:
@@ -53,15 +64,16 @@ def evaluate_rows(model, tokenizer, rows: list[dict], cfg: dict[str, Any], seed:
             except ValueError:
                 meta = None
         difficulty = (meta or {}).get("difficulty") if isinstance(meta, dict) else None
-        items.append({
-            "index": int(extra.get("index", i)), "question": extra.get("question", ""),
-            "prompt": texts[i], "response": c.text, "score": sc, "correct": sc == 1.0,
-            "format_ok": sc > 0.0, "response_tokens": len(c.token_ids), "finished": c.finished,
-            "backtracks": int(count_backtracks(row["data_source"], c.text)),
-            "difficulty": json.dumps(difficulty, sort_keys=True) if difficulty is not None else None,
-        })
-    return items, summarize(items)
-
+        for j, c in enumerate(comps[i]):
+            sc = float(score(row["data_source"], c.text, D.ground_truth(row)))
+            items.append({
+                "index": int(extra.get("index", i)), "sample": j, "question": extra.get("question", ""),
+                "prompt": texts[i], "response": c.text, "score": sc, "correct": sc == 1.0,
+                "format_ok": sc > 0.0, "response_tokens": len(c.token_ids), "finished": c.finished,
+                "backtracks": int(count_backtracks(row["data_source"], c.text)),
+                "difficulty": json.dumps(difficulty, sort_keys=True) if difficulty is not None else None,
+            })
+    return items, summarize(items, n)
 
 
 def run_eval(ctx: StageContext) -> dict[str, Any]:
@@ -70,23 +82,35 @@ def run_eval(ctx: StageContext) -> dict[str, Any]:
     device = setup_runtime(ctx.runtime)
     init = ctx.deps.get("init")           # None: the base model itself (cold start's "before RL")
     seed = int(spec["seed"]) if init is None else 0
-    model, tok = load_policy(spec["model"], init, seed, device)
     rows = D.read_rows(D.split_path(ctx.deps["data"], cfg["split"]))
     t0 = time.perf_counter()
-    engine = None
-    if spec["rollout_backend"] == "vllm":      # answers generated by vLLM's engine
-        from ...rollout import make_rollout_engine
-        engine = make_rollout_engine({"backend": "vllm", "workers": 0, "threads_per_worker": 1,
-                                      "vllm": ctx.runtime["rollout_vllm"]}, model, tok)
-    try:
-        items, summary = evaluate_rows(model, tok, rows, cfg, seed, ctx.show_progress, engine=engine)
-    finally:
-        if engine is not None:
-            engine.close()
+    items: list[dict] = []
+    by_step: dict[str, dict[str, Any]] = {}
+    for step in spec["steps"]:
+        model, tok = load_policy(spec["model"], init, seed, device, step=step)
+        engine = None
+        if spec["rollout_backend"] == "vllm":      # answers generated by vLLM's engine
+            from ...rollout import make_rollout_engine
+            engine = make_rollout_engine({"backend": "vllm", "workers": 0, "threads_per_worker": 1,
+                                          "vllm": ctx.runtime["rollout_vllm"]}, model, tok)
+        at = spec["final_step"] if step is None else int(step)
+        by_step[str(at)] = {}
+        try:
+            for p, (name, protocol) in enumerate(cfg["protocols"].items()):
+                got, summary = answer_rows(model, tok, rows, protocol, cfg, seed + 1000 * p, ctx.show_progress,
+                                           engine, label=f"eval {name}" + (f" step {at}" if step is not None else ""))
+                items += [{**it, "step": at, "protocol": name} for it in got]
+                by_step[str(at)][name] = summary
+        finally:
+            if engine is not None:
+                engine.close()
     write_items(Path(ctx.stage_dir) / "items.parquet", items)
-    summary["seconds"] = time.perf_counter() - t0
-    summary["split"] = cfg["split"]
+    last = by_step[str(spec["final_step"] if spec["steps"][-1] is None else int(spec["steps"][-1]))]
+    out = {**last[cfg["primary"]], "primary": cfg["primary"], "by_step": by_step,
+           "seconds": time.perf_counter() - t0, "split": cfg["split"]}
     tracker = ctx.make_tracker(0)
-    tracker.log(0, **{f"eval/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    tracker.log(0, **{f"eval/{k}": v for k, v in out.items() if isinstance(v, (int, float))},
+                **{f"eval/{name}/{k}": v for name, s in last.items() for k, v in s.items()
+                   if isinstance(v, (int, float))})
     tracker.close(finished=True)
-    return summary
+    return out

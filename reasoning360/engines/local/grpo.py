@@ -40,6 +40,12 @@ from .model import load_policy, load_reference, num_params, setup_runtime
 from .sft import clip_norm, make_optimizer, show_progress
 
 
+# The older verl of the paper's code (dp_actor.py:207-208,271-272): a token mean within each
+# micro-batch, divided by the fixed number of micro-batches per mini-batch. verl 0.9.1 (and
+# `token-mean`) averages over the mini-batch's tokens instead.
+MICRO_TOKEN_MEAN = "micro-token-mean"
+
+
 def _constant_with_warmup(optimizer, warmup: int):
     from transformers import get_constant_schedule_with_warmup
 
@@ -151,12 +157,16 @@ class GRPOTrainer:
         self.seed = int(spec["seed"])
         self.device = setup_runtime(ctx.runtime)
         torch.manual_seed(self.seed)
-        self.model, self.tok = load_policy(spec["model"], ctx.deps.get("init"), self.seed, self.device)
+        # the SFT model (its snapshot at `init_step` when the spec names one), or the base model
+        self.model, self.tok = load_policy(spec["model"], ctx.deps.get("init"), self.seed, self.device,
+                                           step=spec["init_step"])
         self.kl_coef, self.ent_coef = float(self.cfg["kl_coef"]), float(self.cfg["entropy_coef"])
         self.ref = load_reference(self.model, self.device) if self.kl_coef > 0 else None   # the initial policy
 
         self.train = D.read_rows(D.split_path(ctx.deps["data"], "train"))
-        self.prompts = [D.encode_prompt(self.tok, D.render_prompt(self.tok, r["prompt"])) for r in self.train]
+        limit = self.cfg["max_prompt_len"]           # longer prompts keep their end (verl: truncation=left)
+        self.prompts = [ids if limit is None else ids[-int(limit):] for ids in
+                        (D.encode_prompt(self.tok, D.render_prompt(self.tok, r["prompt"])) for r in self.train)]
         self.val_every = int(self.cfg["val_every"])
         self.val_rows = []
         if self.val_every:
@@ -174,7 +184,7 @@ class GRPOTrainer:
         # A sequence whose group got one reward for all n samples has advantage 0: with no KL and
         # no entropy term its loss and gradient are exactly 0, and the loss is normalised over
         # the whole mini-batch, so skipping its forward/backward changes nothing but the time.
-        self.skip_zero_adv = not self.kl_coef and not self.ent_coef
+        self.skip_zero_adv = not self.kl_coef and not self.ent_coef and self.cfg["loss_agg_mode"] != MICRO_TOKEN_MEAN
         self.order = D.PromptOrder(len(self.train), self.bs, self.seed)
         self.opt = make_optimizer(self.model, self.cfg)
         self.sched = _constant_with_warmup(self.opt, int(self.cfg["warmup_steps"]))
@@ -200,7 +210,7 @@ class GRPOTrainer:
         try:
             self.resume()
             self.tracker = self.ctx.make_tracker(self.step)
-            if self.val_every and self.step == 0:
+            if self.val_every and self.cfg["val_before_train"] and self.step == 0:
                 self.first_val = self.validate()
                 self.tracker.log(0, **self.first_val)      # curves start at the initial policy
             t_start = time.perf_counter()
@@ -272,6 +282,8 @@ class GRPOTrainer:
     def update(self, r: Rollouts) -> dict[str, Any]:
         """`ppo_epochs` passes over mini-batches of whole groups, one optimiser step each."""
         b, adv, n, cfg = r.batch, r.adv, self.n, self.cfg
+        micro_mean = cfg["loss_agg_mode"] == MICRO_TOKEN_MEAN
+        n_accum = -(-self.mini * n // self.micro)          # micro-batches per mini-batch (their fixed divisor)
         self.model.train()
         skipped = 0
         acc: dict[str, list[float]] = {}
@@ -296,10 +308,12 @@ class GRPOTrainer:
                         logp, b["old_logp"][sel], adv[sel], b["mask"][sel],
                         clip_ratio=float(cfg["clip_ratio"]), clip_ratio_low=cfg["clip_ratio_low"],
                         clip_ratio_high=cfg["clip_ratio_high"], clip_ratio_c=float(cfg["clip_ratio_c"]),
-                        loss_agg_mode=cfg["loss_agg_mode"], entropy=ent, entropy_coeff=self.ent_coef,
+                        loss_agg_mode="token-mean" if micro_mean else cfg["loss_agg_mode"], entropy=ent,
+                        entropy_coeff=self.ent_coef,
                         ref_log_prob=b["ref_logp"][sel] if self.ref is not None else None,
                         kl_coef=self.kl_coef, kl_type=cfg["kl_type"],
-                        batch_num_tokens=n_tok, global_batch_size=n_seq)
+                        batch_num_tokens=b["mask"][sel].sum() * n_accum if micro_mean else n_tok,
+                        global_batch_size=n_seq)
                     loss.backward()
                     for k, v in met.items():
                         acc.setdefault(k, []).append(float(v))
@@ -351,8 +365,11 @@ class GRPOTrainer:
         return {f"val/{k}": v for k, v in s.items() if k != "n"}
 
     def checkpoint_or_stop(self) -> None:
-        """An interval checkpoint; on a preemption request, a checkpoint (if this step has none)
-        and Preempted."""
+        """The model of an evaluation step kept (rl.eval_steps: the rl_eval stage evaluates it);
+        an interval checkpoint; on a preemption request, a checkpoint (if this step has none) and
+        Preempted."""
+        if self.step in self.cfg["eval_steps"] and self.step < self.steps:
+            ckpt.save_final_model(self.ctx.stage_dir, self.model, self.tok, self.step)
         save_every = int(self.cfg["save_every"])
         saved = False
         if save_every and self.step % save_every == 0 and self.step < self.steps:

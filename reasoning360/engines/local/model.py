@@ -73,15 +73,19 @@ def build_model(model_cfg: dict[str, Any], tokenizer, seed: int):
 
 
 def load_policy(model_cfg: dict[str, Any], init_dir: str | Path | None, seed: int,
-                device: torch.device):
-    """(model, tokenizer): from `init_dir/model`, else `model.path`, else built from scratch."""
+                device: torch.device, step: int | None = None):
+    """(model, tokenizer): from the upstream stage `init_dir` (its final model, or the one it
+    kept at `step`), else `model.path`, else built from scratch."""
     from transformers import AutoModelForCausalLM
+
+    from ..context import model_dir
 
     src = None
     if init_dir is not None:
-        src = Path(init_dir) / "model"
+        src = model_dir(init_dir, step)
         if not (src / "config.json").exists():
-            raise FileNotFoundError(f"upstream stage {init_dir} has no model/ directory")
+            raise FileNotFoundError(f"upstream stage {init_dir} has no {src.relative_to(init_dir)} "
+                                    "(a step it was not asked to keep?)")
     elif model_cfg["path"] is not None:
         src = Path(model_cfg["path"]).expanduser()
         if not (src / "config.json").exists():

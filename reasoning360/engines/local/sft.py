@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ...progress import progress_bar
 from ..context import Preempted, StageContext, sft_data_path
 from . import checkpoint as ckpt
-from .data import BucketedOrder, encode_sft, read_rows
+from .data import BucketedOrder, encode_sft, read_rows, subsample
 from .model import load_policy, num_params, setup_runtime
 
 def make_optimizer(model, cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -98,10 +98,11 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
     seed = int(spec["seed"])
     device = setup_runtime(ctx.runtime)
     torch.manual_seed(seed)
-    model, tok = load_policy(spec["model"], None, seed, device)
+    model, tok = load_policy(spec["model"], ctx.deps.get("init"), seed, device)   # init: the base model
 
-    rows = read_rows(sft_data_path(spec, ctx.deps["traces"]))
-    examples, dropped = encode_sft(tok, rows, int(cfg["max_len"]))
+    rows = subsample(read_rows(sft_data_path(spec, ctx.deps["traces"])), cfg["max_examples"], seed)
+    examples, too_long = encode_sft(tok, rows, int(cfg["max_len"]), cfg["truncation"])
+    export = set(cfg["export_steps"])
     bs, max_steps = int(cfg["batch_size"]), int(cfg["max_steps"])
     micro = bs if cfg["micro_batch_size"] is None else int(cfg["micro_batch_size"])
     order = BucketedOrder([len(e.ids) for e in examples], bs, seed)
@@ -143,6 +144,8 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
                             epoch=step / order.per_epoch)
                 window = []
             bar.advance(1, loss=loss)
+            if step in export and step < max_steps:     # a model a later stage starts from (rl.init_step)
+                ckpt.save_final_model(ctx.stage_dir, model, tok, step)
             saved = False
             if save_every and step % save_every == 0 and step < max_steps:
                 save(step)
@@ -160,6 +163,7 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
     ckpt.save_final_model(ctx.stage_dir, model, tok)
     tracker.close(finished=True)
     wall = time.perf_counter() - t_start
-    return {"steps": max_steps, "final_loss": loss if math.isfinite(loss) else None, "examples": len(examples), "dropped_too_long": dropped,
+    return {"steps": max_steps, "final_loss": loss if math.isfinite(loss) else None, "examples": len(examples),
+            "too_long": too_long, "truncation": cfg["truncation"],
             "epochs": max_steps / order.per_epoch, "params": num_params(model),
             "tokens_per_s": tokens_seen / max(wall, 1e-9), "wall_s": wall, "device": str(device)}

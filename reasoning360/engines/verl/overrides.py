@@ -103,6 +103,15 @@ def _prompt_len(new_tokens_key: str) -> Callable[[Src], Any]:
     return fn
 
 
+def _loss_agg(s: Src) -> str:
+    mode = s["rl.loss_agg_mode"]
+    if mode == "micro-token-mean":
+        raise MappingError("rl.loss_agg_mode: micro-token-mean is the paper's older verl (a token mean per "
+                           "micro-batch over a fixed count); verl 0.9.1 has no such mode: use the local engine "
+                           "or token-mean")
+    return mode
+
+
 def _kl_on(s: Src) -> bool:
     return float(s.get("rl.kl_coef", 0.0) or 0.0) > 0
 
@@ -191,7 +200,7 @@ TABLE: tuple[Row, ...] = (
         note="KL loss (and the reference model) only when kl_coef > 0"),
     Row("rl.kl_type", "actor_rollout_ref.actor.kl_loss_type", RL),
     Row("rl.entropy_coef", "actor_rollout_ref.actor.entropy_coeff", RL),
-    Row("rl.loss_agg_mode", "actor_rollout_ref.actor.loss_agg_mode", RL),
+    Row("rl.loss_agg_mode", "actor_rollout_ref.actor.loss_agg_mode", RL, _loss_agg),
     Row("rl.norm_adv_by_std", "algorithm.norm_adv_by_std_in_grpo", RL),
     Row("rl.grad_clip", "actor_rollout_ref.actor.optim.clip_grad", RL),
     Row("rl.warmup_steps", "actor_rollout_ref.actor.optim.lr_warmup_steps", RL),
