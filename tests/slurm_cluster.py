@@ -80,6 +80,7 @@ def slurm_cluster():
 ROOT = Path(__file__).resolve().parents[1]
 # the smoke grid made tiny: a whole point takes ~1 min of jobs on 2 cores
 TINY = ["+grid=smoke", "data.sft_size=64", "data.train_size=32", "data.val_size=8", "data.test_size=16",
+        "pretrain.attempts=1", "pretrain.train.max_steps=2", "pretrain.train.batch_size=8",
         "sft.max_steps=4", "sft.save_every=2", "rl.steps=2", "rl.save_every=1", "rl.batch_size=4",
         "rl.mini_batch_size=4", "eval.max_new_tokens=32", "rl.rollout.max_new_tokens=32", "engine.threads=1"]
 
