@@ -252,3 +252,19 @@ def test_bad_pretrain_specs_fail_in_one_line_before_writing(tmp_path, bad, match
     with pytest.raises(TaskError, match="build the data stage first"):
         build_attempts(pspec(), tmp_path / "nothing", tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_r360_data_writes_the_corpus_with_attempts(tmp_path, capsys):
+    from reasoning360.cli import main
+
+    small = ["--train_size", "6", "--val_size", "1", "--test_size", "2", "--quiet"]
+    assert main(["data", "knights_knaves", "--sft_size", "10", *small, "--attempts", "2",
+                 "--local_dir", str(tmp_path / "k")]) == 0
+    assert "pretrain.parquet  20 attempts (2 per sft problem)" in capsys.readouterr().out
+    assert len(load_rows(tmp_path / "k" / "pretrain.parquet")) == 20
+    assert main(["data", "color_cube_rotation", *small, "--attempts", "1", "--local_dir", str(tmp_path / "c")]) == 0
+    assert "6 attempts (1 per train problem)" in capsys.readouterr().out
+    assert main(["data", "countdown", "--attempts", "0", "--local_dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("r360 data: --attempts:") and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
