@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import random
 import signal
@@ -97,7 +96,8 @@ def test_backtrack_task_attempts_are_right_at_a_natural_rate_and_say_so(name, ca
         right += ok
         if name in ("countdown", "sudoku", "knights_knaves"):
             assert ok == (FAILED[name] not in think(text)), text
-        assert score(name, task.attempt(p, "paper", random.Random(i)), p.ground_truth) == score(name, text, p.ground_truth)
+        paper = task.attempt(p, "paper", random.Random(i))          # the same draw, in words
+        assert score(name, paper, p.ground_truth) == score(name, text, p.ground_truth)
     with capsys.disabled():
         print(f"\n  {name}: {right}/{len(ps)} attempts right ({right / len(ps):.1%})")
     assert 0 < right < len(ps)

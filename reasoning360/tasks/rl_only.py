@@ -194,8 +194,8 @@ class ZebraPuzzlesTask(_RLTask):
         answer = order[int(house.group(1)) - 1]
         if style == "compact":
             return finish(" ".join(f"{i}={nm}" for i, nm in enumerate(order, 1)), answer)
-        return finish_paper("Let's place the people: " + ", ".join(f"House {i} is {nm}" for i, nm in enumerate(order, 1))
-                            + f". So House {house.group(1)} is {answer}.\n", answer)
+        placed = ", ".join(f"House {i} is {nm}" for i, nm in enumerate(order, 1))
+        return finish_paper(f"Let's place the people: {placed}. So House {house.group(1)} is {answer}.\n", answer)
 
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         return len(answer) <= 128 and _words(answer) == _words(gt["answer"])
