@@ -1,6 +1,8 @@
 """Generates docs/tasks.md by running `r360 data` for every task (run from the repo root with this
 checkout on PYTHONPATH): a compact trace at scale=cpu and a paper trace at scale=paper per task,
-each next to the authors' generator code that writes the same sentences."""
+each next to the authors' generator code that writes the same sentences, and an attempt without
+search (the scale=cpu pretraining corpus) next to the k=0 trace, with the share of right attempts
+measured on ATTEMPT_PROBLEMS problems."""
 import pathlib
 import re
 import subprocess
@@ -15,6 +17,13 @@ TASKS = ["countdown", "sudoku", "arc_1d", "advanced_geometry", "knights_knaves",
          "color_cube_rotation", "list_functions", "zebra_puzzles", "self_reference", "gsm_symbolic"]
 SIZES = ["--sft_size", "8", "--train_size", "8", "--val_size", "2", "--test_size", "4"]
 SRC = "GitHub jchy20/how-much-backtrack @ c3502ba"
+ATTEMPT_PROBLEMS = "1000"
+DRAWN = {"countdown": "a random path of operations", "sudoku": "a random candidate per cell, in reading order",
+         "arc_1d": "a random rule among those that apply", "advanced_geometry":
+         "one of 9 ways of computing (the right one, 8 mistake kinds)", "knights_knaves": "a random assignment",
+         "color_cube_rotation": "a random side of the six", "list_functions":
+         "a random generic list function among those that apply", "zebra_puzzles": "a random placement of the names",
+         "self_reference": "a random count 0..n", "gsm_symbolic": "two numbers of the question, one operation"}
 # Short excerpts of the authors' trace generators: the sentences a paper trace reproduces.
 THEIRS = {
     "countdown": ("reasoning-gym/create_backtrack_datasets.py:62-79", '''\
@@ -57,13 +66,47 @@ def run(argv):
     return p.stdout.replace(str(tmp) + "/", "")
 
 
+def attempts_section(name, cfg):
+    """A k=0 trace and an attempt of the same problem (RL-only: an attempt), and the measured
+    share of right attempts; returns the markdown and a table row."""
+    t = get_task(name)
+    d = tmp / f"{name}-attempts"
+    split = "sft" if cfg["backtrack_sft"] else "train"
+    sizes = {"sft": "0", "train": "0", "val": "0", "test": "0"}
+    sizes[split] = ATTEMPT_PROBLEMS
+    argv = [name, *(["--backtracks", "0"] if cfg["backtrack_sft"] else []),
+            *[x for s_, n in sizes.items() for x in (f"--{s_}_size", n)], "--attempts", "1",
+            "--scale", "cpu", "--seed", "0", "--local_dir", str(d)]
+    printed = run(argv)
+    rows = load_rows(d / "pretrain.parquet")
+    scores = [score(name, r["response"], r["reward_model"]["ground_truth"]) for r in rows]
+    assert min(scores) > 0 and not any(count_backtracks(name, r["response"]) for r in rows)
+    right = scores.count(1.0) / len(scores)
+    longest = max(len(r["prompt"][0]["content"]) + len(r["response"]) for r in rows)
+    lengths = [len(r["response"]) for r in rows]
+    md = ("\nAttempts without search, the pretraining corpus of the scale=cpu base model "
+          "([what it saw](#what-the-scalecpu-base-model-saw)):\n\n"
+          + block("$ r360 data " + " ".join(argv).replace(str(tmp) + "/", "") + "\n" + printed, "console"))
+    row = rows[0]
+    md += "\nPrompt (`compact` template):\n\n" + block(row["prompt"][0]["content"], "text")
+    if cfg["backtrack_sft"]:
+        trace = load_rows(d / "sft.parquet")[0]["response"]
+        md += "\nThe k = 0 trace of this problem (reward 1.0):\n\n" + block(trace, "text")
+    md += (f"\nAn attempt (reward {scores[0]}: {'right' if scores[0] == 1.0 else 'wrong'}):\n\n"
+           + block(row["response"], "text"))
+    table = (f"| {name} | {split} | {right:.1%} | {sum(lengths) / len(lengths):.0f} / {max(lengths)} | "
+             f"{longest} | {DRAWN[name]} |")
+    return md, table
+
+
+table_rows = []
 for name in TASKS:
     cfg = yaml.safe_load(open(f"configs/task/{name}.yaml"))
     t = get_task(name)
     out.append(f"## {name}\n")
     desc = (sys.modules[t.__class__.__module__].__doc__ or "").strip().split("\n\n")[0]
     out.append(" ".join(desc.split()) + "\n")
-    kv = cfg["k_values"]
+    kv = cfg["k_values"] if cfg["backtrack_sft"] else None
     out.append(f"- backtrack SFT: **{'yes' if cfg['backtrack_sft'] else 'no (RL only)'}**"
                + (f"; k grid: {kv}" if cfg["backtrack_sft"] else "") + "\n"
                f"- params: cpu `{cfg['params']['cpu']}`, paper `{cfg['params']['paper']}`\n"
@@ -84,6 +127,9 @@ for name in TASKS:
             out.append(f"\nPrompt (`{template}` template, the whole text the model reads):\n\n" + block(prompt, "text"))
             what = "continuing the prompt's `<think>`" if template != "compact" else "the whole assistant turn"
             out.append(f"\nResponse (k = 1, `{style}`, {what}; reward 1.0):\n\n" + block(row["response"], "text"))
+        md, row = attempts_section(name, cfg)
+        out.append(md)
+        table_rows.append(row)
         if name in THEIRS:
             where, code = THEIRS[name]
             out.append(f"\nThe authors' generator writes the same sentences ({SRC}, `{where}`):\n\n"
@@ -100,7 +146,17 @@ for name in TASKS:
         p = get_task(name).generate(1, 0, cfg["params"]["cpu"])[0]
         out.append("\nPrompt (`qwen-instruct` template):\n\n" + block(get_task(name).prompt(p, "qwen-instruct").text, "text"))
         out.append(f"\nReference answer: `{row['extra_info']['answer']}`\n")
+        md, trow = attempts_section(name, cfg)
+        out.append(md)
+        table_rows.append(trow)
     out.append("\n")
 head = open("docs/tools/tasks_head.md").read()
+max_len = yaml.safe_load(open("configs/sft/default.yaml"))["max_len"]
+table = ("| task | problems | right | attempt chars mean / max | longest prompt + attempt | an attempt draws |\n"
+         "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(table_rows) + "\n\n"
+         f"(`sft.max_len` is {max_len} characters: some compact prompts of zebra_puzzles and gsm_symbolic and "
+         "every one of self_reference are longer than that on their own, so a base for them needs a longer one.)")
+assert "<!-- attempts-table -->" in head
+head = head.replace("<!-- attempts-table -->", table)
 pathlib.Path("docs/tasks.md").write_text(re.sub(r"\n{3,}", "\n\n", head + "\n".join(out)).rstrip() + "\n")
 print("ok")

@@ -5,6 +5,7 @@
     count_backtracks(data_source, completion) -> int
     validate_point(task_name, k, params)          raises TaskError in one line
     build_data(spec, out_dir) / build_traces(spec, data_dir, out_dir) / load_rows(path)
+    build_attempts(spec, data_dir, out_dir)       the pretraining corpus (attempts without search)
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import json
 from typing import Any
 
 from .base import Problem, Task, TaskError
-from .data import PREFILL_KEY, build_data, build_traces, load_rows
+from .data import PREFILL_KEY, build_attempts, build_data, build_traces, load_rows
 from .registry import TASKS, get_task, register
 
 __all__ = ["Problem", "Task", "TaskError", "TASKS", "get_task", "register", "score",
-           "count_backtracks", "validate_point", "build_data", "build_traces", "load_rows"]
+           "count_backtracks", "validate_point", "build_data", "build_traces", "build_attempts", "load_rows"]
 
 
 def _ground_truth(ground_truth: Any) -> dict:

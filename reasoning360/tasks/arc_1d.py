@@ -30,6 +30,17 @@ that fits every example is not a dead end; one that cannot be applied is not sho
   three random other tasks as dead ends, which may fit every example; here a dead end always
   visibly fails one.
 
+An attempt (`attempt`: what the pretrained base writes, no search) is one rule drawn among
+those that apply to the rows (the right one among them), checked on the examples as a trace
+checks it, then applied to the test input whether it fit or not::
+
+    <think>grav_l e1@1:2!=0</think>
+    <answer>2220000000</answer>
+
+(`paper`: the hypothesis in the authors' words and its outputs, then "The outputs match the
+given example output. ..." or "The outputs do not all agree with the given example outputs.
+Let's apply this rule to the test input anyway.")
+
 The answer is the output row, numbers separated by whitespace (the authors' check); the compact
 template also accepts the row as one digit string.
 """
@@ -695,8 +706,42 @@ def dead_ends(gt: dict) -> list[tuple[str, tuple[int, int, int, int]]]:
     return out
 
 
+def applicable_rules(gt: dict) -> list[str]:
+    """The rules (RULES order) that can be applied to every example (up to the first one they
+    get wrong) and to the test input: what an attempt draws from."""
+    out = []
+    for rule in RULES:
+        try:
+            first_failure(rule, gt["train"])
+        except LookupError:
+            continue
+        if apply(rule, gt["test_input"]) is not None:
+            out.append(rule)
+    return out
+
+
 def _row(row: Row, sep: str = " ") -> str:
     return sep.join(map(str, row))
+
+
+MATCH = "The outputs match the given example output. Let's apply this rule to the test input and obtain the answer.\n"
+MISMATCH_ANYWAY = ("The outputs do not all agree with the given example outputs. Let's apply this rule to the "
+                   "test input anyway.\n")
+
+
+def _looking(n_ex: int) -> str:
+    return f"Looking at these {NUMBER_WORDS.get(n_ex, str(n_ex))} examples. "
+
+
+def _outputs(gt: dict, rule: str) -> str:
+    """A hypothesis in the authors' words (reasoning_gym/arc/arc_1d.py:84 of their fork) and
+    its output on every example."""
+    text = f"{RULE_WORDS[rule]} Applying this rule to the test input, we get the output grid:\n"
+    for i, ex in enumerate(gt["train"], 1):
+        got = apply(rule, ex["input"])
+        text += f"Example {i}: " + (_row(got) if got is not None else
+                                    "the described transformation is impossible to be applied to this example") + "\n"
+    return text
 
 
 class Arc1DTask(GymTask):
@@ -795,21 +840,32 @@ class Arc1DTask(GymTask):
                 lines.append(f"{rule}{ok} e{e + 1}@{pos + 1}:{got}!={want}{COMPACT_BACKTRACK}")
             lines.append(right + "".join(f" e{i + 1}" for i in range(n_ex)) + " ok")
             return finish("\n".join(lines), _row(answer, ""))
-        def outputs(rule: str) -> str:
-            text = f"{RULE_WORDS[rule]} Applying this rule to the test input, we get the output grid:\n"
-            for i, ex in enumerate(gt["train"], 1):
-                got = apply(rule, ex["input"])
-                text += f"Example {i}: " + (_row(got) if got is not None else
-                                            "the described transformation is impossible to be applied to this example") + "\n"
-            return text
-
-        think = f"Looking at these {NUMBER_WORDS.get(n_ex, str(n_ex))} examples. "
+        think = _looking(n_ex)
         for rule, _ in chosen:
-            think += outputs(rule) + ("The outputs do not match the given example outputs. "
-                                      "Let's try to find another pattern.\n\n")
-        think += outputs(right) + ("The outputs match the given example output. Let's apply this rule to the "
-                                   "test input and obtain the answer.\n")
+            think += _outputs(gt, rule) + ("The outputs do not match the given example outputs. "
+                                           "Let's try to find another pattern.\n\n")
+        think += _outputs(gt, right) + MATCH
         return finish_paper(think, _row(answer))
+
+    # ---- attempts
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """One rule drawn uniformly among those that can be applied to every example and to the
+        test input (the right one among them), checked on the examples as a trace checks it,
+        then applied to the test input whatever the check said."""
+        gt = self.parse_gt(problem.ground_truth)
+        rule = rng.choice(applicable_rules(gt))
+        fail = first_failure(rule, gt["train"])
+        answer = apply(rule, gt["test_input"])
+        n_ex = len(gt["train"])
+        if style == "compact":
+            if fail is None:
+                line = rule + "".join(f" e{i + 1}" for i in range(n_ex)) + " ok"
+            else:
+                e, pos, got, want = fail
+                line = rule + "".join(f" e{i + 1}" for i in range(e)) + f" e{e + 1}@{pos + 1}:{got}!={want}"
+            return finish(line, _row(answer, ""))
+        verdict = MATCH if fail is None else MISMATCH_ANYWAY
+        return finish_paper(_looking(n_ex) + _outputs(gt, rule) + verdict, _row(answer))
 
     # ---- reward
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:

@@ -51,6 +51,15 @@ class Task(ABC):
         k distinct dead ends."""
 
     @abstractmethod
+    def attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """One attempted solution without search (what a pretrained base model writes before RL):
+        a single candidate drawn by `rng` with no look-ahead toward the answer, worked out in the
+        surface format of the style's k=0 trace, its verdict stated where the trace states one
+        (a failed check says so and the attempt ends: no backtrack, count_backtracks == 0), then
+        its own answer, right or wrong. Always well-formed (score 0.1 or 1.0); correct only when
+        the draw happens to be; the same rng state gives the same text."""
+
+    @abstractmethod
     def max_backtracks(self, problem: Problem) -> int:
         """How many distinct dead ends this problem can supply."""
 

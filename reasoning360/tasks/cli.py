@@ -6,7 +6,9 @@ did: train / val / test prompts and k-backtrack SFT traces as parquet in verl's 
         --seed 0 --local_dir data/sudoku-k3
 
 writes DIR/{train,val,test,sft_problems,sft}.parquet (sft.parquet: the SFT problems with a
-`response` column holding the trace; RL-only tasks get no sft.parquet). Generator settings come
+`response` column holding the trace; RL-only tasks get no sft.parquet); `--attempts N` also writes
+DIR/pretrain.parquet, N attempts without search per problem (the SFT problems; an RL-only task's
+train problems), what a scale=cpu base model is pretrained on. Generator settings come
 from configs/task/TASK.yaml at --scale, each overridable with --param KEY=VALUE; sizes, template
 and trace style default to the scale's values (configs/data/default.yaml, configs/scale/).
 The same arguments give byte-identical files. Bad input fails in one line naming the flag.
@@ -60,6 +62,8 @@ def configure_data(parser: argparse.ArgumentParser) -> None:
                         help="output directory (default: data/TASK-kK)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override one generator setting (YAML value); repeatable")
+    parser.add_argument("--attempts", type=int, default=None, metavar="N",
+                        help="also write pretrain.parquet: N attempts without search per problem")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="processes that generate (default 1; the CPUs you give the job)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -123,17 +127,31 @@ def _resolve(args: argparse.Namespace) -> dict[str, Any]:
     if style == "compact" and template != "compact" and task.backtrack_sft:
         raise _Usage(f"--trace_style: compact traces need --template_type compact (got {template}); "
                      "the paper templates take paper traces")
+    if args.attempts is not None:
+        if args.attempts < 1:
+            raise _Usage(f"--attempts: must be >= 1, got {args.attempts}")
+        if style == "compact" and template != "compact":
+            raise _Usage(f"--trace_style: compact attempts need --template_type compact (got {template})")
+        if sizes[attempt_split(task.backtrack_sft)] == 0:
+            raise _Usage(f"--attempts: the {attempt_split(task.backtrack_sft)} split is empty")
     if args.workers < 1:
         raise _Usage(f"--workers: must be >= 1, got {args.workers}")
     out = Path(args.local_dir or f"data/{args.task}" + (f"-k{k}" if task.backtrack_sft else ""))
     if out.exists() and not out.is_dir():
         raise _Usage(f"--local_dir: {out} exists and is not a directory")
     return {"task": args.task, "k": k, "params": params, "sizes": sizes, "template": template,
-            "style": style, "seed": args.seed, "out": out, "backtrack_sft": task.backtrack_sft}
+            "style": style, "seed": args.seed, "out": out, "backtrack_sft": task.backtrack_sft,
+            "attempts": args.attempts}
+
+
+def attempt_split(backtrack_sft: bool) -> str:
+    """The problems a pretraining corpus is made of: the SFT problems, or the train problems of
+    an RL-only task (its data stage draws no SFT problems)."""
+    return "sft" if backtrack_sft else "train"
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from . import TaskError, build_data, build_traces
+    from . import TaskError, build_attempts, build_data, build_traces
 
     try:
         r = _resolve(args)
@@ -152,6 +170,12 @@ def cmd_data(args: argparse.Namespace) -> int:
             traces = build_traces({"kind": "traces", "task": r["task"], "data": str(r["out"]), "k": r["k"],
                                    "style": r["style"], "seed": r["seed"]}, r["out"], r["out"],
                                   show_progress=show, workers=args.workers)
+        attempts = None
+        if r["attempts"] is not None:
+            attempts = build_attempts({"kind": "pretrain", "task": r["task"], "data": str(r["out"]),
+                                       "split": attempt_split(r["backtrack_sft"]), "attempts": r["attempts"],
+                                       "style": r["style"], "seed": r["seed"]}, r["out"], r["out"],
+                                      show_progress=show, workers=args.workers)
     except TaskError as e:
         print(f"r360 data: {e}", file=sys.stderr)
         return 1
@@ -162,6 +186,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if traces is not None:
         print(f"  {r['out'] / 'sft.parquet'}  {traces['rows']} traces, k={r['k']}, style={r['style']}, "
               f"mean {traces['mean_response_chars']:.0f} / max {traces['max_response_chars']} chars")
+    if attempts is not None:
+        print(f"  {r['out'] / 'pretrain.parquet'}  {attempts['rows']} attempts ({attempts['attempts']} per "
+              f"{attempts['split']} problem), style={r['style']}, {attempts['correct_share']:.1%} right, "
+              f"mean {attempts['mean_response_chars']:.0f} / max {attempts['max_response_chars']} chars")
     print(f"  {summary['drawn']} problems drawn, {summary['duplicates_dropped']} duplicates dropped, "
           f"{time.time() - t0:.2f} s")
     return 0

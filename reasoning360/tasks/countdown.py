@@ -35,6 +35,16 @@ k-backtrack trace shows k distinct dead ends, then the solution path and its ans
 
   Theirs mutate one solution chain and may repeat a dead end or end it on the target; here
   every dead end is a distinct path that misses the target, chosen by a seeded rng.
+
+An attempt (`attempt`: what the pretrained base writes, no search) is one random complete path
+(a random pair and operation at each step, every step computed right), stated with its check
+and answered whether or not it reaches the target::
+
+    <think>12+7=19,19-3=16!=22</think>
+    <answer>(12+7)-3</answer>
+
+  (`paper`: its steps, then "This matches the problem statement. This is the solution." or
+  "16 is not 22. This does not match the problem statement.")
 """
 
 from __future__ import annotations
@@ -241,6 +251,20 @@ def render_compact(target: int, dead_ends: list[Path], solution: Path, answer: s
     lines = [f"{p.ops}!={target}{COMPACT_BACKTRACK}" for p in dead_ends]
     lines.append(f"{solution.ops}=={target}")
     return "<think>" + "\n".join(lines) + "</think>\n<answer>" + answer + "</answer>"
+
+
+def render_attempt_compact(target: int, path: Path) -> str:
+    """One path with its check and its own answer: a k=0 trace's line when it hits the target,
+    a dead end's line without the backtrack when it does not."""
+    check = "==" if path.final == target else "!="
+    return f"<think>{path.ops}{check}{target}</think>\n<answer>{path.expr}</answer>"
+
+
+def render_attempt_paper(target: int, path: Path) -> str:
+    steps = "".join(f"Step {i + 1}: {step_text(s)}. " for i, s in enumerate(path.steps))
+    verdict = ("This matches the problem statement. This is the solution." if path.final == target
+               else f"{path.final} is not {target}. This does not match the problem statement.")
+    return f"<think>{steps}{verdict}\n</think>\n\n<answer>{spaced(path.expr)}</answer>"
 
 
 def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
@@ -568,6 +592,17 @@ class CountdownTask(Task):
         solution = self._solution(numbers, target, rng)
         dead_ends = paper_dead_ends(numbers, target, solution, k, rng)
         return render_paper(target, dead_ends, solution, spaced(solution.expr))
+
+    def attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """A random complete path (`random_path`: each step a pair and an operation drawn
+        uniformly among the distinct moves), checked against the target, answered as is."""
+        if style not in STYLES:
+            raise TaskError(f"countdown: unknown trace style {style!r}; known: {', '.join(STYLES)}")
+        numbers, target = _ground_truth(problem.ground_truth)
+        if len(numbers) < 2:
+            raise TaskError(f"countdown: an attempt needs at least 2 numbers, got {numbers}")
+        path = random_path(numbers, rng)
+        return render_attempt_compact(target, path) if style == "compact" else render_attempt_paper(target, path)
 
     def _solution(self, numbers: list[int], target: int, rng: random.Random) -> Path:
         if len(numbers) <= EXHAUSTIVE_MAX_NUMBERS:

@@ -1,5 +1,8 @@
 """Dataset builders: problems -> verl-style parquet splits, and k-backtrack SFT traces.
 
+`build_attempts` turns one split into `pretrain.parquet`: each problem with a few
+attempts without search (`Task.attempt`), the corpus a scale=cpu base model is pretrained on.
+
 `build_data` draws each split from its own derived seeds, in chunks, and de-duplicates by
 `Task.key` with priority test > val > train > sft, so no held-out problem reaches a training
 split; a split left short draws further chunks (deterministically). Each split draws with
@@ -8,7 +11,7 @@ problem set). `build_traces` turns `sft_problems.parquet` into `sft.parquet` wit
 column: the trace as the model continues the prompt (a prompt that prefills `<think>` gets the
 trace without it).
 
-Both run over `workers` processes (the stage's CPUs, given by the caller) and resume: every
+All three run over `workers` processes (the stage's CPUs, given by the caller) and resume: every
 chunk is computed by a pure function of its arguments and written atomically to
 `<out_dir>/partial/` as soon as it is done; a rerun after a kill reuses those files, and the
 final files are byte-identical to an uninterrupted run's, whatever the number of workers. The
@@ -46,6 +49,8 @@ MAX_DRY_CHUNKS = 20         # consecutive chunks adding nothing -> the problem s
 STYLES = ("compact", "paper")
 PARTIAL = "partial"         # finished chunks of an unfinished build, inside its output directory
 PREFILL_KEY = "prefill"     # the ground truth's copy of the prompt's prefill (prompts.Prompt)
+ATTEMPT_SPLITS = ("sft", "train")   # what a pretraining corpus may be made of (build_attempts)
+PRETRAIN_FILE = "pretrain.parquet"
 
 
 def derive_seed(seed: int, *parts: Any) -> int:
@@ -150,6 +155,25 @@ def _trace_chunk(args: tuple[str, list[dict], int, str, int], path: str) -> str:
     return path
 
 
+def _attempt_chunk(args: tuple[str, list[dict], int, str, int], path: str) -> str:
+    """`attempts` attempts per row of one chunk, each from its own rng (seed, row index,
+    attempt number, problem), with its score: [[response, score], ...] (JSON, atomically)."""
+    name, rows, attempts, style, seed = args
+    task = get_task(name)
+    out = []
+    for row in rows:
+        problem = problem_from_row(row)
+        prefill = row_prefill(row)
+        gt = json.loads(row["reward_model"]["ground_truth"])
+        gt.pop(PREFILL_KEY, None)
+        for a in range(attempts):
+            rng = random.Random(f"attempt:{seed}:{row['extra_info']['index']}:{a}:{task.key(problem)}")
+            response = continuation(prefill, task.attempt(problem, style, rng))
+            out.append([response, task.score(response, gt, prefill)])
+    write_text(path, json.dumps(out))
+    return path
+
+
 def _load_problems(path: str) -> list[Problem]:
     return [Problem(**d) for d in json.loads(Path(path).read_text())]
 
@@ -187,6 +211,27 @@ class _Chunks:
         if how == "future":
             return item.result()
         return self.fn(*item)
+
+
+def _run_parts(fn, parts: list[tuple], out_dir: Path, kind: str, label: str, total: int,
+               workers: int, show_progress: bool) -> tuple[list, int]:
+    """Every part (a chunk of rows) through `fn`, over a pool when it pays, resumable from
+    `out_dir/partial/`: the concatenated results in part order, and how many chunks were reused."""
+    pool = _pool(workers, total)
+    chunks = _Chunks(fn, pool, Path(out_dir) / PARTIAL, kind)
+    results: list = []
+    try:
+        with progress_bar(label, total, enabled=show_progress) as bar:
+            for j, part in enumerate(parts):
+                chunks.request((j,), part)
+            for j in range(len(parts)):
+                got = json.loads(Path(chunks.get((j,))).read_text())
+                results += got
+                bar.advance(len(got))
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return results, chunks.reused
 
 
 def _pool(workers: int, total: int) -> ProcessPoolExecutor | None:
@@ -306,29 +351,69 @@ def build_traces(spec: dict, data_dir: Path, out_dir: Path, show_progress: bool 
         raise TaskError("traces: compact traces answer in the compact format, which only the compact "
                         "template asks for (data.template=compact, or trace_style=paper)")
     out_dir = Path(out_dir)
-    partial = out_dir / PARTIAL
     parts = [(task.name, rows[i:i + CHUNK], k, style, seed) for i in range(0, len(rows), CHUNK)]
-    pool = _pool(workers, len(rows))
-    chunks = _Chunks(_trace_chunk, pool, partial, "traces")
-    responses: list[str] = []
-    try:
-        with progress_bar(f"traces {task.name} k={k}", len(rows), enabled=show_progress) as bar:
-            for j, part in enumerate(parts):
-                chunks.request((j,), part)
-            for j in range(len(parts)):
-                got = json.loads(Path(chunks.get((j,))).read_text())
-                responses += got
-                bar.advance(len(got))
-    finally:
-        if pool:
-            pool.shutdown(wait=True, cancel_futures=True)
+    responses, reused = _run_parts(_trace_chunk, parts, out_dir, "traces", f"traces {task.name} k={k}",
+                                   len(rows), workers, show_progress)
     for row, response in zip(rows, responses):
         row["extra_info"]["backtracks"] = k
         row["response"] = response
     write_rows(out_dir / "sft.parquet", rows, with_response=True)
-    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
     lengths = [len(r) for r in responses]
     return {"task": task.name, "k": k, "style": style, "rows": len(rows),
             "mean_response_chars": round(sum(lengths) / max(len(lengths), 1), 1),
-            "max_response_chars": max(lengths, default=0), "chunks_reused": chunks.reused,
+            "max_response_chars": max(lengths, default=0), "chunks_reused": reused,
+            "workers": workers, "seconds": round(time.time() - t0, 3)}
+
+
+def build_attempts(spec: dict, data_dir: Path, out_dir: Path, show_progress: bool = True,
+                   workers: int = 1) -> dict:
+    """The pretraining corpus of a base model at scale=cpu: `pretrain.parquet`, the problems of
+    one data split (`spec["split"]`: sft, or train for RL-only tasks, whose data stage draws no
+    SFT problems) with `spec["attempts"]` attempts each (`Task.attempt`: one candidate without
+    search, its verdict, its own answer; extra_info.backtracks = 0), in sft.parquet's schema,
+    rows in problem order then attempt order. Over `workers` processes and resumable, the same
+    bytes for any number of workers, like `build_traces`; the summary gives the share of correct
+    attempts (score 1.0) and of well-formed ones (score > 0)."""
+    _check_spec(spec, "pretrain", ("task", "split", "attempts", "style", "seed"))
+    workers = _check_workers(workers)
+    t0 = time.time()
+    task = get_task(spec["task"])
+    split, attempts, style, seed = spec["split"], spec["attempts"], spec["style"], spec["seed"]
+    if split not in ATTEMPT_SPLITS:
+        raise TaskError(f"pretrain spec: split must be one of {', '.join(ATTEMPT_SPLITS)}, got {split!r}")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise TaskError(f"pretrain spec: attempts must be a positive integer, got {attempts!r}")
+    if style not in STYLES:
+        raise TaskError(f"pretrain spec: unknown style {style!r}; known: {', '.join(STYLES)}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TaskError(f"pretrain spec: seed must be an integer, got {seed!r}")
+    src = Path(data_dir) / FILES[split]
+    if not src.exists():
+        raise TaskError(f"pretrain: {src} does not exist (build the data stage first)")
+    rows = load_rows(src)
+    if not rows:
+        raise TaskError(f"pretrain: {src} has no problems (split={split}; an RL-only task's data stage "
+                        "draws no SFT problems: split=train)")
+    if style == "compact" and row_prefill(rows[0]):
+        raise TaskError("pretrain: compact attempts answer in the compact format, which only the compact "
+                        "template asks for (data.template=compact, or style=paper)")
+    out_dir = Path(out_dir)
+    parts = [(task.name, rows[i:i + CHUNK], attempts, style, seed) for i in range(0, len(rows), CHUNK)]
+    got, reused = _run_parts(_attempt_chunk, parts, out_dir, "attempts", f"attempts {task.name}",
+                             len(rows) * attempts, workers, show_progress)
+    out = []
+    for i, row in enumerate(rows):
+        for a in range(attempts):
+            response = got[i * attempts + a][0]
+            out.append({**row, "extra_info": {**row["extra_info"], "backtracks": 0}, "response": response})
+    write_rows(out_dir / PRETRAIN_FILE, out, with_response=True)
+    shutil.rmtree(out_dir / PARTIAL, ignore_errors=True)
+    scores = [s for _, s in got]
+    lengths = [len(r) for r, _ in got]
+    return {"task": task.name, "split": split, "style": style, "problems": len(rows), "attempts": attempts,
+            "rows": len(out), "correct_share": round(sum(s == 1.0 for s in scores) / len(scores), 4),
+            "well_formed_share": round(sum(s > 0 for s in scores) / len(scores), 4),
+            "mean_response_chars": round(sum(lengths) / len(lengths), 1),
+            "max_response_chars": max(lengths), "chunks_reused": reused,
             "workers": workers, "seconds": round(time.time() - t0, 3)}

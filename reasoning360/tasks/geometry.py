@@ -32,6 +32,15 @@ catches it; `min_dead_ends` (ours) keeps problems with at least that many: max_k
   (unseeded, possibly the same mistake twice); here each dead end is a distinct mistake kind
   with a distinct wrong answer.
 
+An attempt (`attempt`: what the pretrained base writes, no search) is one computation, done
+the right way or with one of the mistake kinds above (drawn uniformly among the nine), then its
+check pass, then its own answer whatever the check said; a failed check ends the line with
+``!`` where a dead end backtracks::
+
+    u=7,11 v=3,-12 c1=56 c2=78 d=-117 H=13.077,-3.231 chk=88,0!
+
+(`paper`: the plan, the computation, and "Check: ... The check fails." or "..., both 0.")
+
 Rewards follow the authors' checks (verl/utils/reward_score/advanced_geometry.py:68-148): the
 answer string equals the answer rounded to the places asked (3; 2 and a degree sign for angles),
 the orthocenter as "(x, y)". The compact template may leave out the degree sign (ASCII only).
@@ -46,7 +55,7 @@ from fractions import Fraction
 from typing import Any
 
 from .base import Problem, TaskError
-from .gym import COMPACT_BACKTRACK, GymTask, finish, finish_paper, gt_error, pick
+from .gym import COMPACT_BACKTRACK, COMPACT_FAILED, GymTask, finish, finish_paper, gt_error, pick
 from .prompts import SYSTEM_THINKS, Prompt, authors_prompt
 from .sudoku import check_filter_splits
 
@@ -222,7 +231,7 @@ def cf(v: Any, places: int = 3) -> str:
     return out.rstrip("0").rstrip(".") if "." in out else out
 
 
-def compact_line(tt: str, at: dict) -> str:
+def compact_line(tt: str, at: dict, fail: str = COMPACT_BACKTRACK) -> str:
     if tt == "orthocenter":
         h = at["H"]
         body = (f"u={_pt(at['u'])} v={_pt(at['v'])} c1={at['c1']} c2={at['c2']} d={at['det']} "
@@ -233,7 +242,7 @@ def compact_line(tt: str, at: dict) -> str:
     else:
         body = (f"BA={_pt(at['BA'])} BC={_pt(at['BC'])} dot={at['dot']} n={cf(at['nba'])},{cf(at['nbc'])} "
                 f"cos={cf(at['cos'], 4)} B={cf(at['theta'], 2)} chk={cf(at['check'], 2)}")
-    return body + (" ok" if at["ok"] else COMPACT_BACKTRACK)
+    return body + (" ok" if at["ok"] else fail)
 
 
 def paper_attempt(tt: str, at: dict, A, B, C) -> list[str]:
@@ -375,15 +384,35 @@ def _review(tt: str, at: dict, err: str | None, A, B, C) -> str:
         "the same pipeline.")
 
 
+def _computation(tt: str, at: dict, A, B, C) -> str:
+    comp = _incircle_steps(at) if tt == "incircle_radius" else paper_attempt(tt, at, A, B, C)[:-1]
+    return "\n".join(comp)
+
+
+def _plan_text(tt: str, A, B, C) -> str:
+    plan = _plan(tt, A, B, C)
+    return ("\n".join(plan) + "\n\n") if plan else ""
+
+
 def paper_trace(tt: str, A, B, C, chosen: list[tuple[str, dict]], right: dict) -> str:
     def attempt(at: dict, err: str | None) -> str:
-        comp = _incircle_steps(at) if tt == "incircle_radius" else paper_attempt(tt, at, A, B, C)[:-1]
-        return "\n".join(comp) + "\n\n" + _review(tt, at, err, A, B, C) + "\n\n"
+        return _computation(tt, at, A, B, C) + "\n\n" + _review(tt, at, err, A, B, C) + "\n\n"
 
-    plan = _plan(tt, A, B, C)
-    think = ("\n".join(plan) + "\n\n") if plan else ""
+    think = _plan_text(tt, A, B, C)
     think += "".join(attempt(at, err) for err, at in chosen) + attempt(right, None)
     return finish_paper(think, "\n" + answer_text(tt, right["value"]) + "\n")
+
+
+def draw_attempt(tt: str, A, B, C, rng: random.Random) -> dict:
+    """One way of computing, drawn uniformly among the right one and the ERRORS kinds (a kind
+    that cannot be carried out on this triangle is dropped and another drawn)."""
+    ways: list[str | None] = [None, *ERRORS[tt]]
+    while ways:
+        err = ways.pop(rng.randrange(len(ways)))
+        at = ATTEMPT[tt](A, B, C, err)
+        if at is not None:
+            return at
+    raise TaskError(f"advanced_geometry: no attempt can be computed for {tt} at {A}, {B}, {C}")
 
 
 # ---------------------------------------------------------------- exact answers
@@ -522,6 +551,20 @@ class AdvancedGeometryTask(GymTask):
             lines = [compact_line(tt, at) for _, at in chosen] + [compact_line(tt, right)]
             return finish("\n".join(lines), answer)
         return paper_trace(tt, A, B, C, chosen, right)
+
+    # ---- attempts
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """One computation (`draw_attempt`), its check pass (the trace's other method), and its
+        own answer: a failed check ends the line with `!` (compact) or the check's sentence says
+        so (paper), where a trace's dead end would backtrack."""
+        gt = self.parse_gt(problem.ground_truth)
+        tt = gt["task_type"]
+        A, B, C = tuple(gt["A"]), tuple(gt["B"]), tuple(gt["C"])
+        at = draw_attempt(tt, A, B, C, rng)
+        if style == "compact":
+            return finish(compact_line(tt, at, fail=COMPACT_FAILED), answer_text(tt, at["value"], style))
+        think = _plan_text(tt, A, B, C) + _computation(tt, at, A, B, C) + "\n\n" + paper_attempt(tt, at, A, B, C)[-1]
+        return finish_paper(think + "\n", "\n" + answer_text(tt, at["value"]) + "\n")
 
     # ---- reward
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:

@@ -20,6 +20,7 @@ from .base import Problem, Task, TaskError
 from .prompts import Prompt, authors_prompt, compact
 
 COMPACT_BACKTRACK = "^"
+COMPACT_FAILED = "!"      # an attempt's failed check (compact), where a trace's dead end backtracks
 STYLES = ("compact", "paper")
 
 _SKIP = (ValueError, IndexError, KeyError, RuntimeError, AssertionError, ZeroDivisionError)
@@ -43,6 +44,11 @@ def digest(obj: Any) -> str:
 def check_k(name: str, k: Any, style: Any) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise TaskError(f"{name}: k must be a non-negative integer, got {k!r}")
+    if style not in STYLES:
+        raise TaskError(f"{name}: unknown trace style {style!r}; known: {', '.join(STYLES)}")
+
+
+def check_style(name: str, style: Any) -> None:
     if style not in STYLES:
         raise TaskError(f"{name}: unknown trace style {style!r}; known: {', '.join(STYLES)}")
 
@@ -210,6 +216,13 @@ class GymTask(Task):
         return self.make_trace(problem, k, style, rng)
 
     def make_trace(self, problem: Problem, k: int, style: str, rng: random.Random) -> str:
+        raise NotImplementedError
+
+    def attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        check_style(self.name, style)
+        return self.make_attempt(problem, style, rng)
+
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
         raise NotImplementedError
 
     def max_backtracks(self, problem: Problem) -> int:

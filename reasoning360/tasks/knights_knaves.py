@@ -23,6 +23,13 @@ statement checked.
   assignment.", the solution ending "Every statement is consistent with this assignment. This is
   the solution." and the answer between blank lines.
 
+An attempt (`attempt`: what the pretrained base writes, no search) is one assignment drawn at
+random, checked statement by statement up to the first contradiction (compact: that check
+marked ``!`` where a dead end backtracks), answered as is::
+
+    <think>KN A:F!</think>
+    <answer>KN</answer>
+
 The answer is the sentence ``Amelia is a hero, and Elizabeth is a hero.``; the compact template
 also accepts the code ``KK``.
 """
@@ -34,7 +41,7 @@ import random
 from typing import Any
 
 from .base import Problem, TaskError
-from .gym import COMPACT_BACKTRACK, GymTask, finish, finish_paper, gt_error, pick
+from .gym import COMPACT_BACKTRACK, COMPACT_FAILED, GymTask, finish, finish_paper, gt_error, pick
 
 PAPER_MARKER = "Wait, this assignment leads to a contradiction."
 
@@ -135,6 +142,35 @@ def _to_list(x: Any) -> Any:
     return x
 
 
+def _code(a: tuple[bool, ...]) -> str:
+    return "".join("K" if v else "N" for v in a)
+
+
+def _checks(statements: list, a: tuple[bool, ...], upto: int) -> list[str]:
+    """The compact checks of the first `upto` statements under assignment `a`."""
+    return [f"{letter(j)}:{'T' if evaluate(statements[j], a) else 'F'}" for j in range(upto)]
+
+
+def _role(gt: dict, knight: bool) -> str:
+    return gt["a_knight"] if knight else gt["a_knave"]
+
+
+def _assume(gt: dict, a: tuple[bool, ...]) -> str:
+    return "Let's assume " + ", ".join(f"{nm} is {_role(gt, v)}" for nm, v in zip(gt["names"], a)) + "."
+
+
+def _check(gt: dict, a: tuple[bool, ...], j: int) -> str:
+    """One statement checked under `a`, in words (paper)."""
+    names = gt["names"]
+    said = sentence(gt["statements"][j], names, gt["a_knight"], gt["a_knave"])
+    val = evaluate(gt["statements"][j], a)
+    head = f'{names[j]} says "{said}". Under this assumption that is {"true" if val else "false"}'
+    if val == a[j]:
+        why = f"{gt['knight']}s tell the truth" if a[j] else f"{gt['knave']}s lie"
+        return f"{head}, and {names[j]} is {_role(gt, a[j])}: {why}, so this is consistent."
+    return head + "."
+
+
 class KnightsKnavesTask(GymTask):
     name = "knights_knaves"
     dataset = "knights_knaves"
@@ -209,42 +245,42 @@ class KnightsKnavesTask(GymTask):
         if consistent(st, sol) is not None:
             raise TaskError(f"{self.name}: the recorded solution is inconsistent: {gt}")
         if style == "compact":
-            def code(a):
-                return "".join("K" if v else "N" for v in a)
-            lines = []
-            for a in chosen:
-                i = consistent(st, a)
-                checks = [f"{letter(j)}:{'T' if evaluate(st[j], a) else 'F'}" for j in range(i + 1)]
-                lines.append(f"{code(a)} {' '.join(checks)}{COMPACT_BACKTRACK}")
-            lines.append(code(sol) + " " + " ".join(
-                f"{letter(j)}:{'T' if evaluate(st[j], sol) else 'F'}" for j in range(n)))
-            return finish("\n".join(lines), code(sol))
-        names = gt["names"]
-        kn, kv = gt["knight"], gt["knave"]
-        role = {True: gt["a_knight"], False: gt["a_knave"]}
-
-        def assume(a):
-            return "Let's assume " + ", ".join(f"{names[j]} is {role[a[j]]}" for j in range(n)) + "."
-
-        def check(a, j):
-            said = sentence(st[j], names, gt["a_knight"], gt["a_knave"])
-            val = evaluate(st[j], a)
-            head = f'{names[j]} says "{said}". Under this assumption that is {"true" if val else "false"}'
-            if val == a[j]:
-                why = (f"{kn}s tell the truth" if a[j] else f"{kv}s lie")
-                return f"{head}, and {names[j]} is {role[a[j]]}: {why}, so this is consistent."
-            return head + "."
-
+            lines = [f"{_code(a)} {' '.join(_checks(st, a, consistent(st, a) + 1))}{COMPACT_BACKTRACK}"
+                     for a in chosen]
+            lines.append(_code(sol) + " " + " ".join(_checks(st, sol, n)))
+            return finish("\n".join(lines), _code(sol))
+        kn, kv, names = gt["knight"], gt["knave"], gt["names"]
         lines = []
         for a in chosen:
             i = consistent(st, a)
-            lines.append(" ".join([assume(a)] + [check(a, j) for j in range(i + 1)]))
-            lines[-1] += (f" {PAPER_MARKER} {names[i]} is {role[a[i]]}, and "
+            lines.append(" ".join([_assume(gt, a)] + [_check(gt, a, j) for j in range(i + 1)]))
+            lines[-1] += (f" {PAPER_MARKER} {names[i]} is {_role(gt, a[i])}, and "
                           + (f"{kn}s always tell the truth" if a[i] else f"{kv}s always lie")
                           + ". Let me go back and try another assignment.")
-        lines.append(" ".join([assume(sol)] + [check(sol, j) for j in range(n)])
+        lines.append(" ".join([_assume(gt, sol)] + [_check(gt, sol, j) for j in range(n)])
                      + " Every statement is consistent with this assignment. This is the solution.")
         return finish_paper("\n".join(lines) + "\n", self.natural_answer(gt, sol))
+
+    # ---- attempts
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """One assignment drawn uniformly (each person a knight or a knave), its statements
+        checked as a trace checks them, stopping at the first contradiction (compact: the check
+        marked `!`), then the assignment as the answer whatever the checks said."""
+        gt = self.parse_gt(problem.ground_truth)
+        st, n = gt["statements"], len(gt["names"])
+        a = tuple(rng.random() < 0.5 for _ in range(n))
+        i = consistent(st, a)
+        upto = n if i is None else i + 1
+        if style == "compact":
+            return finish(_code(a) + " " + " ".join(_checks(st, a, upto)) + ("" if i is None else COMPACT_FAILED),
+                          _code(a))
+        text = " ".join([_assume(gt, a)] + [_check(gt, a, j) for j in range(upto)])
+        if i is None:
+            text += " Every statement is consistent with this assignment."
+        else:
+            text += (f" So this assignment is not consistent: {gt['names'][i]} is {_role(gt, a[i])}, and "
+                     + (f"{gt['knight']}s always tell the truth." if a[i] else f"{gt['knave']}s always lie."))
+        return finish_paper(text + "\n", self.natural_answer(gt, a))
 
     # ---- reward
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:

@@ -4,16 +4,33 @@ color_cube_rotation (a colour), list_functions (a list of integers), zebra_puzzl
 self_reference (a count), gsm_symbolic (a number). Each verifier compares one normalised value
 exactly: 1.0 when equal, 0.1 for any other well-formed completion, 0.0 when the
 ``<think>...</think>\\n<answer>...</answer>`` format is broken.
+
+Attempts (`attempt`: what the pretrained base writes, no search). These tasks have no traces,
+so an attempt is a plausible answer drawn without solving, never derived from the reference
+answer (the RL prompts a base is pretrained on must not hold their answers), with a verdict only
+where one can be checked without solving:
+
+* color_cube_rotation: a side drawn among the six; the answer is the colour it had at the start
+  (``R=F`` : "the right side now shows what was at the front").
+* list_functions: a generic list function drawn among those that apply (identity, reverse,
+  sorts, length, sum, ...), checked on the examples as arc_1d checks a rule (``rev e1 e2!`` fails
+  example 2), applied to the test input.
+* zebra_puzzles: the names placed in the houses in a random order; the answer is the asked
+  house's (``1=arnold 2=alice``).
+* self_reference: a count drawn among 0..n for n statements (``solutions=2``).
+* gsm_symbolic: two numbers of the question combined by one operation, computed right
+  (``28*4=112``).
 """
 
 from __future__ import annotations
 
+import random
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Callable
 
-from .base import Problem
-from .gym import GymTask, digest, gt_error
+from .base import Problem, TaskError
+from .gym import COMPACT_FAILED, GymTask, digest, finish, finish_paper, gt_error
 from .prompts import SYSTEM, SYSTEM_THINKS, Prompt, authors_prompt
 
 MAX_LIST = 256
@@ -111,6 +128,16 @@ class ColorCubeRotationTask(_RLTask):
                    "For example <answer> cyan </answer>."),
             plain="Return the answer in <answer> </answer>. For example <answer> cyan </answer>.")
 
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """A side drawn among the six: the asked side is said to show the colour that side had
+        before the rotations."""
+        sides, _, target = _cube(problem.question)
+        colour, side = rng.choice(sides)
+        if style == "compact":
+            return finish(f"{CUBE_CODE[target]}={CUBE_CODE[side]}", colour)
+        return finish_paper(f"Let's say the {target} side now shows the colour that was on the {side} side "
+                            f"at the start, which is {colour}.\n", colour)
+
     def compact_prompt(self, problem: Problem) -> str:
         q = problem.question
         sides = re.findall(r"- a (\w+) (\w+) side", q)
@@ -129,6 +156,20 @@ class ColorCubeRotationTask(_RLTask):
         return len(answer) <= 64 and _words(answer) == _words(gt["answer"])
 
 
+CUBE_CODE = {"top": "U", "bottom": "D", "front": "F", "back": "B", "left": "L", "right": "R"}
+
+
+def _cube(question: str) -> tuple[list[tuple[str, str]], list[str], str]:
+    """(colour, side) of the six sides, the rotations (sides brought to the top), the asked side."""
+    sides = re.findall(r"- a (\w+) (\w+) side", question)
+    rot = re.findall(r"side which was before at the (\w+) is now at the top", question)
+    target = re.search(r"color of the (\w+) side", question)
+    if len(sides) != 6 or not target or any(s not in CUBE_CODE for _, s in sides) \
+            or target.group(1) not in CUBE_CODE:
+        raise TaskError(f"color_cube_rotation: cannot read the cube of {question[:200]!r}")
+    return sides, rot, target.group(1)
+
+
 class ZebraPuzzlesTask(_RLTask):
     name = "zebra_puzzles"
     dataset = "zebra_puzzles"
@@ -139,6 +180,22 @@ class ZebraPuzzlesTask(_RLTask):
         q = problem.question
         head, sep, rest = q.partition("characteristics:\n")
         return (rest if sep else q).encode("ascii", "replace").decode() + "\n"
+
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """The names placed in the houses in a random order (no clue read); the answer is the
+        name placed in the asked house."""
+        names = re.search(r"Each person has a unique name: ([^\n]+)", problem.question)
+        house = re.search(r"lives in House (\d+)\?", problem.question)
+        people = [x.strip() for x in names.group(1).split(",")] if names else []
+        if not people or not house or not 1 <= int(house.group(1)) <= len(people):
+            raise TaskError(f"zebra_puzzles: cannot read the names and the asked house of "
+                            f"{problem.question[:200]!r}")
+        order = rng.sample(people, len(people))
+        answer = order[int(house.group(1)) - 1]
+        if style == "compact":
+            return finish(" ".join(f"{i}={nm}" for i, nm in enumerate(order, 1)), answer)
+        placed = ", ".join(f"House {i} is {nm}" for i, nm in enumerate(order, 1))
+        return finish_paper(f"Let's place the people: {placed}. So House {house.group(1)} is {answer}.\n", answer)
 
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         return len(answer) <= 128 and _words(answer) == _words(gt["answer"])
@@ -155,6 +212,18 @@ class SelfReferenceTask(_RLTask):
         head, sep, rest = q.partition("number of possible solutions:")
         return (rest.strip("\n ") if sep else q).encode("ascii", "replace").decode() + "\n"
 
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """A count drawn among 0..n for the question's n statements (a solution is an assignment
+        of true and false to them; one count per number of true statements is possible)."""
+        n = len(re.findall(r"Statement \d+:", problem.question))
+        if n == 0:
+            raise TaskError(f"self_reference: no statements in {problem.question[:200]!r}")
+        count = rng.randint(0, n)
+        if style == "compact":
+            return finish(f"solutions={count}", str(count))
+        return finish_paper(f"There are {n} statements. Let's say {count} assignments of true and false "
+                            "are consistent with them.\n", str(count))
+
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         want, got = parse_number(gt["answer"]), parse_number(answer)
         return want is not None and got is not None and got == want
@@ -164,6 +233,25 @@ class GSMSymbolicTask(_RLTask):
     name = "gsm_symbolic"
     dataset = "gsm_symbolic"
     ANSWER_EXAMPLE = "42"
+
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """Two numbers of the question (in the order drawn) combined by an operation drawn among
+        + - * and exact /, computed right; a question with one number answers it."""
+        numbers = [int(x) for x in re.findall(r"\d+", problem.question)][:64]
+        if not numbers:
+            raise TaskError(f"gsm_symbolic: no number in {problem.question[:200]!r}")
+        if len(numbers) == 1:
+            x, op, y, r = numbers[0], "", None, numbers[0]
+        else:
+            i, j = rng.sample(range(len(numbers)), 2)
+            x, y = numbers[i], numbers[j]
+            ops = "+-*" + ("/" if y and x % y == 0 else "")
+            op = rng.choice(ops)
+            r = x + y if op == "+" else x - y if op == "-" else x * y if op == "*" else x // y
+        if style == "compact":
+            return finish(f"{x}{op}{y}={r}" if op else str(r), str(r))
+        said = f"{x} {op} {y} = {r}" if op else f"the number is {r}"
+        return finish_paper(f"Let's compute {said}.\n", str(r))
 
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         want, got = parse_number(gt["answer"]), parse_number(answer)
@@ -187,6 +275,64 @@ class ListFunctionsTask(_RLTask):
             return " ".join(x.strip() for x in s.split(",") if x.strip())
         return "\n".join([f"{row(i)}>{row(o)}" for i, o in pairs] + [f"{row(test.group(1))}>"]) + "\n"
 
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        """A function drawn among LIST_RULES that apply to every example and to the test input,
+        checked on the examples up to the first it gets wrong (`!`), applied to the test input."""
+        examples, test = _list_examples(problem.question)
+        names = [nm for nm, f in LIST_RULES.items()
+                 if all(f(i) is not None for i, _ in examples) and f(test) is not None]
+        rule = rng.choice(names)
+        f = LIST_RULES[rule]
+        bad = next((e for e, (i, o) in enumerate(examples) if f(i) != o), None)
+        answer = "[" + ", ".join(map(str, f(test))) + "]"
+        if style == "compact":
+            shown = len(examples) if bad is None else bad + 1
+            checks = "".join(f" e{e + 1}" for e in range(shown))
+            return finish(rule + checks + (" ok" if bad is None else COMPACT_FAILED), answer)
+        verdict = ("It gives every example's output." if bad is None else
+                   f"It does not give the output of example {bad + 1}, but let's apply it to the test input anyway.")
+        return finish_paper(f"Let's try the rule: {LIST_WORDS[rule]}. {verdict}\n", answer)
+
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
         want, got = parse_int_list(gt["answer"]), parse_int_list(answer)
         return want is not None and got == want
+
+
+def _some(f: Callable[[list[int]], list[int]]) -> Callable[[list[int]], list[int] | None]:
+    """A function of non-empty lists (None on an empty one)."""
+    return lambda xs: f(xs) if xs else None
+
+
+# Generic list functions an attempt draws from (name -> function), and their words (paper).
+LIST_RULES: dict[str, Callable[[list[int]], list[int] | None]] = {
+    "id": lambda xs: list(xs),
+    "rev": lambda xs: xs[::-1],
+    "sort": sorted,
+    "rsort": lambda xs: sorted(xs, reverse=True),
+    "len": lambda xs: [len(xs)],
+    "sum": lambda xs: [sum(xs)],
+    "max": _some(lambda xs: [max(xs)]),
+    "min": _some(lambda xs: [min(xs)]),
+    "first": _some(lambda xs: xs[:1]),
+    "last": _some(lambda xs: xs[-1:]),
+    "tail": _some(lambda xs: xs[1:]),
+    "init": _some(lambda xs: xs[:-1]),
+    "uniq": lambda xs: list(dict.fromkeys(xs)),
+}
+LIST_WORDS = {"id": "the output is the input", "rev": "reverse the list", "sort": "sort the list ascending",
+              "rsort": "sort the list descending", "len": "count the elements", "sum": "add up the elements",
+              "max": "keep the largest element", "min": "keep the smallest element",
+              "first": "keep the first element", "last": "keep the last element",
+              "tail": "drop the first element", "init": "drop the last element",
+              "uniq": "drop repeated elements"}
+
+
+def _list_examples(question: str) -> tuple[list[tuple[list[int], list[int]]], list[int]]:
+    """The (input, output) examples and the test input of a list_functions question."""
+    pairs = re.findall(r"Input \d+: (\[[^\]]*\])\nOutput \d+: (\[[^\]]*\])", question)
+    test = re.search(r"\n\nInput: (\[[^\]]*\])", question)
+    examples = [(parse_int_list(i), parse_int_list(o)) for i, o in pairs]
+    got = parse_int_list(test.group(1)) if test else None
+    if not examples or got is None or any(i is None or o is None for i, o in examples):
+        raise TaskError(f"list_functions: cannot read the examples of {question[:200]!r}")
+    return examples, got

@@ -33,6 +33,19 @@ explicit backtrack that erases the wrong digit, then the solution.
   dead ends; here each dive is the short chain of forced cells that refutes the digit, and k is
   exact.
 
+An attempt (`attempt`: what the pretrained base writes, no search) fills the empty cells in
+reading order with a digit drawn among the cell's candidates, never looking ahead; when a cell
+has no candidate left it says so (``24!``, the trace's check) and stops, and its answer is the
+grid as far as it got (``_`` for the cells it did not fill)::
+
+    <think>12=1 13=4 21=3 23=2 24!</think>
+    <answer>2143
+    3_2_
+    ...</answer>
+
+(`paper`: the trace's sentences per cell, "Wait, we are stuck at cell (r,c). There are no
+possible values for this cell." where it stops.)
+
 `min_dead_ends` (our parameter) keeps only puzzles with at least that many dead ends on the
 path, so max_k(params) = min_dead_ends holds for every generated instance; it applies to the
 splits named in `filter_splits` (only the SFT split needs it: the authors filter none).
@@ -44,7 +57,7 @@ import random
 from typing import Any
 
 from .base import Problem, TaskError
-from .gym import COMPACT_BACKTRACK, GymTask, finish, finish_paper, gt_error, pick
+from .gym import COMPACT_BACKTRACK, COMPACT_FAILED, GymTask, finish, finish_paper, gt_error, pick
 from .prompts import Prompt, authors_prompt
 
 MAX_CHAIN = 6                 # forced fills shown in one refutation at most
@@ -338,6 +351,33 @@ class SudokuTask(GymTask):
                          f"{[d for d, _, _ in mine]}. Let me try to fill the cell with {right}.")
             g[r][c] = right
         return finish_paper("\n".join(lines) + "\n", "\n" + self.grid_text(solution, " ") + "\n")
+
+    # ---- attempts
+    def make_attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        gt = self.parse_gt(problem.ground_truth)
+        g = [row[:] for row in gt["puzzle"]]
+        n = len(g)
+        tokens: list[str] = []
+        lines: list[str] = []
+        shown = 0
+        for r, c in [(r, c) for r in range(n) for c in range(n) if not g[r][c]]:
+            cands = candidates(g, r, c)
+            if not cands:
+                tokens.append(f"{_cell(r, c)}{COMPACT_FAILED}")
+                lines.append(f"{_looking(g, r, c)} Wait, we are stuck at cell ({r + 1},{c + 1}). There are no "
+                             "possible values for this cell.")
+                break
+            d = rng.choice(cands)
+            tokens.append(f"{_cell(r, c)}={d}")
+            shown += 1
+            line = f"{_looking(g, r, c)} Let's try to fill cell ({r + 1},{c + 1}) with {d}."
+            g[r][c] = d
+            if shown % 10 == 0:
+                line += f" The current board is:\n{_board(g)}"
+            lines.append(line)
+        if style == "compact":
+            return finish(" ".join(tokens), "\n".join("".join(str(v) if v else "_" for v in row) for row in g))
+        return finish_paper("\n".join(lines) + "\n", "\n" + _board(g) + "\n")
 
     # ---- reward
     def is_correct(self, answer: str, gt: dict, compact: bool = False) -> bool:
