@@ -24,7 +24,7 @@ def cfg(name: str) -> dict:
 
 
 def k_values(c: dict, scale: str) -> list[int]:
-    ks = c["k_values"]
+    ks = c.get("k_values") or []     # RL-only tasks have no k grid
     return ks[scale] if isinstance(ks, dict) else ks
 
 

@@ -29,6 +29,8 @@ def spec(c: dict[str, Any], data_id: str) -> dict[str, Any] | None:
     if pt["train"]["max_steps"] == 0:       # no pretraining: the base is model.path (or the random init)
         return None
     return {"kind": "pretrain", "engine": c["engine"]["name"], "task": c["task"]["name"], "data": data_id,
+            # the SFT problems; an RL-only task has none: its RL prompts (never a test problem)
+            "split": "sft" if c["task"]["backtrack_sft"] else "train",
             "attempts": pt["attempts"], "style": c["data"]["trace_style"], "model": c["model"],
             "sft": pt["train"], "seed": c["data"]["seed"]}       # one base for every training seed
 
@@ -41,7 +43,7 @@ def run(ctx) -> dict[str, Any]:
     from .data import workers
 
     s = ctx.spec
-    corpus = build_attempts({"kind": "pretrain", "task": s["task"], "data": s["data"], "attempts": s["attempts"],
+    corpus = build_attempts({"kind": "pretrain", "task": s["task"], "split": s["split"], "attempts": s["attempts"],
                              "style": s["style"], "seed": s["seed"]},
                             ctx.deps["data"], ctx.stage_dir, show_progress=ctx.show_progress, workers=workers(ctx))
     train = dataclasses.replace(ctx, spec={**s, "kind": "sft", "traces_file": CORPUS},
