@@ -50,7 +50,8 @@ def build(tmp_path, *overrides):
     per set of overrides (Hydra takes ~0.3 s), copied for each test."""
     if overrides not in _BUILT:
         _BUILT[overrides] = main.build(compose_cfg("paths.root=/unused", "launcher=slurm", "+grid=smoke",
-                                                   "grid.backtracks=[0]", *overrides))[:2]
+                                                   "grid.backtracks=[0]", "pretrain.train.max_steps=0",
+                                                   *overrides))[:2]
     c, plan = _BUILT[overrides]
     c = copy.deepcopy(c)
     root = tmp_path / "root"

@@ -78,15 +78,17 @@ def test_backtrack_grid_arrays_and_dependencies(tmp_path):
     todo = set(plan.stages)
     arrs = arrays.build(plan, todo, {}, res_of(c), max_array_size=1001)
     names = [a.name for a in arrs]
-    assert names[0] == "data" and names[1] == "traces"
+    assert names[:3] == ["data", "base", "traces"]          # base: the shared pretrain stage
     check_exact(plan, arrs, todo)
     by = {a.name: a for a in arrs}
-    # the shared data stage is waited for by task id, the one-to-one SFT -> RL edge by aftercorr
+    # the shared data and base stages are waited for by task id, the one-to-one traces -> SFT edge
+    # by aftercorr
     assert by["traces"].after_tasks == [("data", 0)] and not by["traces"].corr
     sft = by["sft"]
-    assert "traces" in sft.corr
+    assert "traces" in sft.corr and set(sft.after_tasks) == {("data", 0), ("base", 0)}
     ids = {n: str(100 + i) for i, n in enumerate(names)}
-    assert sft.dependency(ids) == f"aftercorr:{ids['traces']},afterok:{ids['data']}_0"
+    dep = sft.dependency(ids)
+    assert dep.startswith(f"aftercorr:{ids['traces']},afterok:") and f"{ids['data']}_0" in dep and f"{ids['base']}_0" in dep
     # cold start has no SFT: its RL is in its own array (different dependencies)
     rl_arrays = [a for a in arrs if a.role == "rl"]
     assert sum(len(a.tasks) for a in rl_arrays) == 5 and len(rl_arrays) == 2
@@ -129,7 +131,7 @@ def test_coarsening_stays_correct(tmp_path):
 def test_done_and_queued_stages(tmp_path):
     c, plan, store, _ = build(tmp_path, "+grid=smoke")
     p0 = plan.points[0].stages
-    done = {p0["data"], p0["traces"]}
+    done = {p0["data"], p0["base"], p0["traces"]}
     live = {plan.points[1].stages["traces"]: "77_1"}
     todo = set(plan.stages) - done - set(live)
     arrs = arrays.build(plan, todo, live, res_of(c), max_array_size=1001)
@@ -137,7 +139,7 @@ def test_done_and_queued_stages(tmp_path):
     assert arrs[0].role == "sft"
     deps = " ".join(a.dependency({x.name: "9" for x in arrs}) for a in arrs)
     assert "77_1" in deps                 # a queued upstream is waited for by its job id
-    assert all(not n.startswith(("data", "traces")) for a in arrs for n in a.corr)   # DONE: no dependency
+    assert all(not n.startswith(("data", "base", "traces")) for a in arrs for n in a.corr)   # DONE: no dependency
 
 
 def cluster(max_time=None, cpus=2, mem=24000, gpus=0, feats=()):
@@ -279,11 +281,11 @@ def test_render_without_slurm(tmp_path, monkeypatch):
     out = sweep_dir / "slurm" / "render"
     files = sorted(p.name for p in out.glob("*.sbatch"))
     assert files[0] == "00-data.sbatch" and "analysis.sbatch" in files
-    text = (out / "02-sft.sbatch").read_text()
+    text = (out / "03-sft.sbatch").read_text()
     assert "#SBATCH --array=0-1" in text and "reasoning360.launchers.slurm.job" in text
     sh = (out / "submit.sh").read_text()
     assert "--dependency=\"aftercorr:${J_traces}" in sh and "afterany:" in sh
-    assert str(out / "02-sft.sbatch") in sh              # absolute: submit.sh runs from anywhere
+    assert str(out / "03-sft.sbatch") in sh              # absolute: submit.sh runs from anywhere
     # the launcher refuses to submit without Slurm, before writing anything
     assert submit.launch(c, plan, store, sweep_dir, Console(), mode="launch") == 2
     assert not (sweep_dir / "jobs.json").exists()

@@ -212,17 +212,25 @@ def _with_slurm_defaults(c: dict) -> dict:
     return {**c, "launcher": la}
 
 
+def _load_for_slurm(args, console: Console):
+    """(sweep dir, plan, store, config with the Slurm launcher's settings), or an exit code."""
+    try:
+        sweep = _sweep(args.sweep)
+        plan, store, _ = sweepdir.load(sweep)
+        return sweep, plan, store, _config(sweep)
+    except sweepdir.SweepDirError as e:
+        return _err(console, e)
+
+
 def cmd_resubmit(args) -> int:
     from reasoning360.launchers import status
     from reasoning360.launchers.slurm import submit
 
     console = Console()
-    try:
-        sweep = _sweep(args.sweep)
-        plan, store, _ = sweepdir.load(sweep)
-        c = _config(sweep)
-    except sweepdir.SweepDirError as e:
-        return _err(console, e)
+    loaded = _load_for_slurm(args, console)
+    if isinstance(loaded, int):
+        return loaded
+    sweep, plan, store, c = loaded
     only = None
     if args.failed:
         snap = status.snapshot(sweep)
@@ -257,12 +265,10 @@ def cmd_render(args) -> int:
     from reasoning360.launchers.slurm import submit
 
     console = Console()
-    try:
-        sweep = _sweep(args.sweep)
-        plan, store, _ = sweepdir.load(sweep)
-        c = _config(sweep)
-    except sweepdir.SweepDirError as e:
-        return _err(console, e)
+    loaded = _load_for_slurm(args, console)
+    if isinstance(loaded, int):
+        return loaded
+    sweep, plan, store, c = loaded
     rc = submit.launch(c, plan, store, sweep, console, mode="render")
     if rc == 0:
         out = submit.slurm_dir(sweep) / "render"

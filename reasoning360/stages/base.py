@@ -53,6 +53,24 @@ def rollout_runtime(c: dict[str, Any]) -> dict[str, Any]:
             **({"rollout_vllm": r["vllm"]} if r["backend"] == "vllm" else {})}
 
 
+def engine_run(method: str) -> Callable[..., dict[str, Any]]:
+    """The run function of a stage kind the spec's engine runs (`run_sft`, `run_grpo`, `run_eval`)."""
+    def run(ctx) -> dict[str, Any]:
+        from ..engines import get_engine
+
+        return getattr(get_engine(ctx.spec["engine"]), method)(ctx)
+    return run
+
+
+def engine_needs_ray(kind: str) -> Callable[[dict[str, Any], dict[str, Any]], bool]:
+    """Whether the spec's engine needs a Ray cluster for a stage of this kind (it says so)."""
+    def needs(spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
+        from ..engines import get_engine
+
+        return get_engine(spec["engine"]).needs_ray(kind, spec, runtime)
+    return needs
+
+
 def _no_steps(spec: dict[str, Any]) -> int | None:
     return None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Role, StageKind, engine_runtime, rollout_runtime
+from .base import Role, StageKind, engine_needs_ray, engine_run, engine_runtime, rollout_runtime
 from .sft import engine_overrides
 
 
@@ -41,20 +41,11 @@ def build_rl_eval(c: dict[str, Any], p, ids: dict[str, str]) -> dict[str, Any]:
     return spec(c, ids["data"], ids["rl"], [*steps, None], c["rl"]["steps"])
 
 
-def needs_ray(s: dict[str, Any], runtime: dict[str, Any]) -> bool:
-    from ..engines import get_engine
-
-    return get_engine(s["engine"]).needs_ray("eval", s, runtime)
-
-
-def run(ctx) -> dict[str, Any]:
-    from ..engines import get_engine
-
-    return get_engine(ctx.spec["engine"]).run_eval(ctx)
+run = engine_run("run_eval")
 
 
 KIND = StageKind(
     name="eval", inputs={"data": "data", "checkpoint": "init"}, run="reasoning360.stages.eval:run",
-    needs_ray=needs_ray, runtime=lambda c: {**engine_runtime(c), **rollout_runtime(c)},
+    needs_ray=engine_needs_ray("eval"), runtime=lambda c: {**engine_runtime(c), **rollout_runtime(c)},
     roles=(Role("sft_eval", ("data", "base", "sft"), build_sft_eval),
            Role("rl_eval", ("data", "rl"), build_rl_eval)))

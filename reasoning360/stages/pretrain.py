@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import Role, StageKind, engine_runtime
+from .base import Role, StageKind, engine_needs_ray, engine_runtime
 
 CORPUS = "pretrain.parquet"
 
@@ -52,14 +52,8 @@ def run(ctx) -> dict[str, Any]:
     return {**summary, "corpus": corpus}
 
 
-def needs_ray(s: dict[str, Any], runtime: dict[str, Any]) -> bool:
-    from ..engines import get_engine
-
-    return get_engine(s["engine"]).needs_ray("sft", s, runtime)
-
-
 KIND = StageKind(
     name="pretrain", inputs={"data": "data"}, run="reasoning360.stages.pretrain:run",
-    total_steps=lambda s: int(s["sft"]["max_steps"]), needs_ray=needs_ray,
+    total_steps=lambda s: int(s["sft"]["max_steps"]), needs_ray=engine_needs_ray("sft"),
     runtime=lambda c: {**engine_runtime(c), "threads": c["engine"]["threads"]}, resources="sft",
     roles=(Role("base", ("data",), lambda c, p, ids: spec(c, ids["data"])),))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Role, StageKind, engine_runtime, rollout_runtime
+from .base import Role, StageKind, engine_needs_ray, engine_run, engine_runtime, rollout_runtime
 from .sft import engine_overrides
 
 
@@ -23,21 +23,12 @@ def total_steps(s: dict[str, Any]) -> int:
     return int(s["rl"]["steps"])
 
 
-def needs_ray(s: dict[str, Any], runtime: dict[str, Any]) -> bool:
-    from ..engines import get_engine
-
-    return get_engine(s["engine"]).needs_ray("rl", s, runtime)
-
-
-def run(ctx) -> dict[str, Any]:
-    from ..engines import get_engine
-
-    return get_engine(ctx.spec["engine"]).run_grpo(ctx)
+run = engine_run("run_grpo")
 
 
 KIND = StageKind(
     name="rl", inputs={"data": "data", "init": "init"}, run="reasoning360.stages.rl:run",
-    total_steps=total_steps, needs_ray=needs_ray,
+    total_steps=total_steps, needs_ray=engine_needs_ray("rl"),
     runtime=lambda c: {**engine_runtime(c), **rollout_runtime(c)},
     roles=(Role("rl", ("data", "base", "sft"),
                 lambda c, p, ids: spec(c, ids["data"], ids.get("sft", ids.get("base")), "sft" in ids)),))

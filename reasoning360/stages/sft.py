@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Role, StageKind, engine_runtime
+from .base import Role, StageKind, engine_needs_ray, engine_run, engine_runtime
 from .distill import DISTILL_BASELINES, teacher_k, teacher_of
 
 
@@ -45,19 +45,10 @@ def total_steps(s: dict[str, Any]) -> int:
     return int(s["sft"]["max_steps"])
 
 
-def needs_ray(s: dict[str, Any], runtime: dict[str, Any]) -> bool:
-    from ..engines import get_engine
-
-    return get_engine(s["engine"]).needs_ray("sft", s, runtime)
-
-
-def run(ctx) -> dict[str, Any]:
-    from ..engines import get_engine
-
-    return get_engine(ctx.spec["engine"]).run_sft(ctx)
+run = engine_run("run_sft")
 
 
 KIND = StageKind(
     name="sft", inputs={"traces": "traces", "data": "data", "init": "init"}, run="reasoning360.stages.sft:run",
-    total_steps=total_steps, needs_ray=needs_ray, runtime=engine_runtime,
+    total_steps=total_steps, needs_ray=engine_needs_ray("sft"), runtime=engine_runtime,
     roles=(Role("teacher", ("traces", "base"), build_teacher), Role("sft", ("traces", "distill", "base"), build_sft)))

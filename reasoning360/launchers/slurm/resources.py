@@ -136,7 +136,12 @@ def check_profile(c: dict[str, Any]) -> None:
 
 
 def resolve(c: dict[str, Any], kind: str) -> Resources:
-    """The resources of one stage kind (see the module docstring for precedence)."""
+    """The resources of one stage kind (see the module docstring for precedence); a kind sized
+    like another (its StageKind.resources, e.g. pretrain like sft) reads that one's entry."""
+    from reasoning360 import stages
+
+    if kind in stages.KINDS:
+        kind = stages.get(kind).resource_key
     cl = c["cluster"]
     base = c["launcher"]["resources"].get(kind) or {}      # absent: the site must set nodes and gpus
     site = cl["resources"].get(kind) or {}

@@ -63,7 +63,7 @@ def check_resources(c: dict, plan: Plan, need_slurm: bool, sweep_dir: Path | Non
     (kind -> Resources, ClusterInfo or None when Slurm is not here, the checked Site)."""
     resources.check_profile(c)
     kinds = sorted({s.kind for s in plan.stages.values()})
-    res = {k: resources.resolve(c, stages.get(k).resource_key) for k in kinds}
+    res = {k: resources.resolve(c, k) for k in kinds}
     res["analysis"] = resources.resolve(c, resources.ANALYSIS)
     kinds.append("analysis")
     if sweep_dir is None:
