@@ -3,8 +3,8 @@
 - SFT: verl's FSDP/Megatron SFT trainer under torchrun on every node of the job
   (`srun --overlap --ntasks-per-node=1` when the job has more than one node).
 - GRPO and eval: `python -m verl.trainer.main_ppo` as the driver on the head of the job's Ray
-  cluster; RAY_ADDRESS (from reasoning360.cluster.ray_bootstrap when present) makes verl's
-  `ray.init()` join it instead of starting its own.
+  cluster; RAY_ADDRESS (which the job's Ray bootstrap exports) makes verl's `ray.init()` join it
+  instead of starting its own.
 - The process runs in its own process group; preemption (ctx.preempt, set by the runner on
   USR2/TERM) stops it; verl resumes from its newest checkpoint next time (resume_mode=auto).
 """
@@ -41,37 +41,18 @@ def _int_env(*names: str) -> int | None:
 
 def allocation(vcfg: dict[str, Any]) -> tuple[int, int]:
     """(nodes, GPUs per node): the Slurm allocation when inside a job, else engine.verl's."""
-    nnodes = _int_env("SLURM_JOB_NUM_NODES", "SLURM_NNODES") or int(vcfg.get("nnodes") or 1)
+    nnodes = _int_env("SLURM_JOB_NUM_NODES", "SLURM_NNODES") or int(vcfg["nnodes"])
     gpus = _int_env("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE")
     if not gpus and os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES"):
         gpus = len([d for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()])
-    return nnodes, gpus or int(vcfg.get("n_gpus_per_node") or 1)
-
-
-def ray_address() -> str | None:
-    """The job's Ray head (reasoning360.cluster.ray_bootstrap when present), else RAY_ADDRESS."""
-    try:
-        from ...cluster import ray_bootstrap  # type: ignore[attr-defined]
-    except ImportError:
-        ray_bootstrap = None
-    if ray_bootstrap is not None:
-        for name in ("head_address", "address", "ray_address", "current_address"):
-            fn = getattr(ray_bootstrap, name, None)
-            if callable(fn):
-                try:
-                    addr = fn()
-                except Exception:
-                    addr = None
-                if addr:
-                    return str(addr)
-    return os.environ.get("RAY_ADDRESS") or None
+    return nnodes, gpus or int(vcfg["n_gpus_per_node"])
 
 
 def head_host() -> str:
     """The host torchrun's rendezvous runs on: MASTER_ADDR, the Ray head, the job's first node."""
     if os.environ.get("MASTER_ADDR"):
         return os.environ["MASTER_ADDR"]
-    addr = ray_address()
+    addr = os.environ.get("RAY_ADDRESS")
     if addr and "://" not in addr and ":" in addr:
         return addr.rsplit(":", 1)[0]
     nodelist = os.environ.get("SLURM_JOB_NODELIST")
