@@ -106,7 +106,7 @@ def cpu_env(vcfg: dict[str, Any]) -> dict[str, str]:
     from .cpu import env as platform_env
 
     cpu = vcfg["cpu"]
-    return {**platform_env(), "VLLM_CPU_KVCACHE_SPACE": str(cpu["kv_cache_gb"]),
+    return {**platform_env(), "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": str(cpu["kv_cache_gb"]),
             "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(cpu["omp_threads"]),
             "TOKENIZERS_PARALLELISM": "false"}
 
