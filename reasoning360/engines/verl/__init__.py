@@ -187,7 +187,7 @@ def _train(ctx, kind: str, total_steps: int, rows: int | None, model_cfg: dict |
                         count_backtracks=_task_fns() if kind == "rl" else None)
         attempt = len(list((stage / O.LOG_DIR).glob(f"{kind}-*.log"))) + 1
         log_path = stage / O.LOG_DIR / f"{kind}-{attempt:03d}.log"
-        code = run_process(cmd, log_path=log_path, poll=bridge.poll,
+        code = run_process(cmd, log_path=log_path, poll=bridge.poll, cwd=stage,
                            should_stop=lambda: bool(ctx.preempt.requested), echo=ctx.show_progress)
         bridge.close()
         if code is None:
@@ -217,6 +217,18 @@ def placement(vcfg: dict[str, Any], device: str) -> tuple[int, int]:
         raise O.MappingError("engine.device: cpu: megatron-core cannot run on a CPU (its forward pass asserts "
                              "CUDA); use engine=verl_fsdp here, verl_megatron on GPUs")
     return (nnodes, int(vcfg["cpu"]["workers"])) if device == "cpu" else (nnodes, gpus)
+
+
+def eval_engine(vcfg: dict[str, Any], device: str) -> str:
+    """Who answers an eval stage: `verl` (main_ppo val-only, vLLM) or `local` (the project's
+    eval, reasoning360.engines.local, on the stage's HF model): engine.verl.eval_engine, or on
+    the CPU platform engine.verl.cpu.eval_engine (a val-only main_ppo costs minutes of start-up
+    on a CPU for seconds of greedy decoding)."""
+    value = vcfg["cpu"]["eval_engine"] if device == "cpu" else vcfg["eval_engine"]
+    if value not in ("verl", "local"):
+        where = "engine.verl.cpu.eval_engine" if device == "cpu" else "engine.verl.eval_engine"
+        raise O.MappingError(f"{where}: {value!r} (known: verl, local)")
+    return value
 
 
 def _initial_model(ctx, model_cfg: dict[str, Any] | None) -> None:
@@ -281,6 +293,10 @@ def run_eval(ctx) -> dict[str, Any]:
     stage = Path(ctx.stage_dir)
     vcfg = O.engine_settings(spec, ctx.runtime)
     device = O.stage_device(ctx.runtime, probe=True)
+    if eval_engine(vcfg, device) == "local":      # the project's eval on the exported HF model
+        from ..local import run_eval as local_eval
+
+        return {**local_eval(ctx), "eval_engine": "local"}
     nnodes, gpus = placement(vcfg, device)
     model_cfg = _upstream_model(spec, ctx.deps)
     _initial_model(ctx, model_cfg)
@@ -291,7 +307,7 @@ def run_eval(ctx) -> dict[str, Any]:
     t0 = time.time()
     if not any(gen_dir.glob("*.jsonl")):
         log_path = stage / O.LOG_DIR / f"eval-{int(time.time())}.log"
-        code = run_process(cmd, log_path=log_path, should_stop=lambda: bool(ctx.preempt.requested),
+        code = run_process(cmd, log_path=log_path, cwd=stage, should_stop=lambda: bool(ctx.preempt.requested),
                            echo=ctx.show_progress)
         if code is None:
             raise Preempted("verl eval stopped on request")

@@ -339,8 +339,8 @@ ENGINE_KEYS = ("strategy", "nnodes", "n_gpus_per_node", "rollout_name", "rollout
                "tensor_model_parallel_size", "pipeline_model_parallel_size", "use_dynamic_bsz",
                "max_token_len_per_gpu", "micro_batch_size_per_gpu", "log_prob_micro_batch_size_per_gpu",
                "max_ckpt_to_keep", "test_freq", "keep_rollout_dumps", "dataloader_workers", "sft_port",
-               "python", "overrides", "sft_overrides", "cpu")
-CPU_KEYS = ("workers", "kv_cache_gb", "omp_threads", "overrides", "sft_overrides")
+               "python", "eval_engine", "overrides", "sft_overrides", "cpu")
+CPU_KEYS = ("workers", "kv_cache_gb", "omp_threads", "eval_engine", "overrides", "sft_overrides")
 DEVICES = ("auto", "cpu", "cuda")
 
 
