@@ -80,7 +80,7 @@ def test_every_row_names_a_real_key_of_ours():
     ours = _our_keys()
     engine_keys = set(yaml.safe_load((ROOT / "configs/engine/verl_fsdp.yaml").read_text())["verl"])
     assert engine_keys == set(yaml.safe_load((ROOT / "configs/engine/verl_megatron.yaml").read_text())["verl"])
-    assert engine_keys == set(O.VERL_DEFAULTS)
+    assert engine_keys == set(O.ENGINE_KEYS)
     for row in O.TABLE:
         if row.ours.startswith("engine.verl."):
             assert row.ours.removeprefix("engine.verl.") in engine_keys, row
@@ -242,6 +242,53 @@ def test_command_for_rl_joins_the_jobs_ray_cluster(tmp_path, monkeypatch):
     assert f"trainer.default_local_dir={store.root / st.id / 'checkpoints'}" in cmd
     assert "trainer.resume_mode=auto" in cmd
     assert f"actor_rollout_ref.model.path={store.root / st.spec['init'] / 'model'}" in cmd
+    assert "trainer.device=cuda" in cmd and not any("VERL_PLATFORM" in a for a in cmd)   # sbatch: the GPU command
+
+
+def test_engine_verl_is_read_strictly_from_the_config(tmp_path):
+    """No Python defaults: a missing engine.verl key is a one-line error naming it."""
+    from reasoning360.engines.verl import overrides as O
+
+    c, _, store, st = _paper_stage(tmp_path, "rl")
+    runtime = {**st.runtime, "engine": {**c["engine"], "verl": dict(c["engine"]["verl"])}}
+    assert O.engine_settings(st.spec, runtime)["max_ckpt_to_keep"] == 2
+    del runtime["engine"]["verl"]["max_ckpt_to_keep"]
+    with pytest.raises(O.MappingError, match=r"^engine\.verl\.max_ckpt_to_keep: missing"):
+        O.engine_settings(st.spec, runtime)
+    runtime["engine"]["verl"] = {**c["engine"]["verl"], "cpu": {**c["engine"]["verl"]["cpu"]}}
+    del runtime["engine"]["verl"]["cpu"]["kv_cache_gb"]
+    with pytest.raises(O.MappingError, match=r"^engine\.verl\.cpu\.kv_cache_gb: missing"):
+        O.engine_settings(st.spec, runtime)
+    with pytest.raises(O.MappingError, match=r"^engine\.verl: missing"):
+        O.engine_settings(st.spec, {"device": "auto"})
+
+
+def test_cpu_commands_load_the_cpu_platform_in_every_verl_process(tmp_path):
+    from reasoning360.engines.verl import stage_command, _deps_from_store
+
+    c, _, store, st = _paper_stage(tmp_path, "rl")
+    stage_dir = store.root / st.id
+    cmd, env = stage_command(st.spec, st.runtime, stage_dir, _deps_from_store(st.spec, stage_dir), 1, 1,
+                             device="cpu")
+    assert env["VERL_USE_EXTERNAL_MODULES"] == "reasoning360.engines.verl.cpu" and env["VERL_PLATFORM"] == "cpu"
+    assert "trainer.device=cpu" in cmd and "actor_rollout_ref.actor.strategy=fsdp2" in cmd
+    assert "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu" in cmd     # Ray workers too
+    assert cmd.index("actor_rollout_ref.actor.strategy=fsdp2") < len(cmd) - len(c["engine"]["verl"]["overrides"])
+
+
+def test_megatron_refuses_the_cpu_platform(tmp_path):
+    from reasoning360.engines.verl import placement
+    from reasoning360.engines.verl import overrides as O
+
+    model = tiny_model(tmp_path / "model")
+    from test_verl_support import paper_plan
+
+    c, plan, _ = paper_plan("verl_megatron", model, tmp_path / "root")
+    st = next(s for s in plan.stages.values() if s.kind == "rl")
+    vcfg = O.engine_settings(st.spec, st.runtime)
+    with pytest.raises(O.MappingError, match="megatron-core cannot run on a CPU"):
+        placement(vcfg, "cpu")
+    assert placement(vcfg, "cuda") == (1, 4)
 
 
 def test_verl_cmd_script_is_valid_bash(tmp_path):
@@ -370,7 +417,7 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
 
     py, calls = fake_verl
     model = tiny_model(tmp_path / "model")
-    cfg = compose_cfg("+grid=smoke", "engine=verl_fsdp", "launcher=slurm", f"model.path={model}",
+    cfg = compose_cfg("+grid=smoke", "engine=verl_fsdp", "engine.device=cuda", "launcher=slurm", f"model.path={model}",
                       "model.tokenizer=path", f"paths.root={tmp_path / 'root'}", f"engine.verl.python={py}",
                       "grid.backtracks=[1]", "sft.max_steps=6", "sft.save_every=2", "rl.steps=5", "rl.save_every=2",
                       "data.sft_size=24", "data.train_size=16", "data.test_size=8")
