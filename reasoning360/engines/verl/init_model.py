@@ -11,7 +11,9 @@ The character tokenizer gets a chat template that renders exactly what the local
 its model: `<bos>` + the prompt turns' text, then the assistant turn's text + `<eos>`. verl's
 SFT dataset renders each turn alone and concatenates them, so `<bos>` is emitted only before a
 first turn that is not the assistant's; the RL dataset renders the prompt with the generation
-prompt, which adds nothing.
+prompt, which adds nothing. A prompt with a system turn (data.template=qwen-instruct) would get a
+second `<bos>` from verl's per-turn rendering: the tiny model's templates (compact, base) have one
+user turn (tests/test_verl_equivalence.py checks the tokens).
 """
 
 from __future__ import annotations
