@@ -202,7 +202,7 @@ def _train(ctx, kind: str, total_steps: int, rows: int | None, model_cfg: dict |
         tracker.close(finished=False)
         raise VerlFailed(f"verl {kind} finished without a checkpoint at step {total_steps} "
                          f"(newest: {last}) in {ckpt_dir}")
-    model = export_model(ckpt_dir, stage, last)
+    model = export_model(ckpt_dir, stage, last, python=str(vcfg["python"]), backend=vcfg["strategy"])
     tracker.close(finished=True)
     return {"steps": total_steps, "resumed_from": resume, "model": str(model), "nnodes": nnodes,
             "gpus_per_node": gpus, "device": device, "strategy": vcfg["strategy"],

@@ -134,7 +134,9 @@ def _split_file(s: Src) -> str:
     return str(Path(s["stage.data"]) / f"{s.get('eval.split', 'test')}.parquet")
 
 
-SAVE_CONTENTS = ["model", "optimizer", "extra", "hf_model"]   # hf_model: the stage's model/ for the next stage
+# Sharded checkpoints only: the stage's model/ is made once, from the last one, by verl's model
+# merger (data.export_model), instead of a full HF copy in every checkpoint.
+SAVE_CONTENTS = ["model", "optimizer", "extra"]
 
 ALL = ("sft", "rl", "eval")
 RL = ("rl",)
