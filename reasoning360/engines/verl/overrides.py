@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 REWARD_FILE = Path(__file__).resolve().parent / "reward.py"
 REWARD_FN = "compute_score"
 PROJECT = "reasoning360"
