@@ -66,7 +66,7 @@ def test_gpu_install_resolves_for_manylinux_python311(tmp_path):
     from packaging.version import Version
 
     # base versions: a local index may hold torch's +cpu build under the same pin
-    got = {i["metadata"]["name"].lower(): Version(i["metadata"]["version"]).base_version
+    got = {i["metadata"]["name"].lower().replace("_", "-"): Version(i["metadata"]["version"]).base_version
            for i in json.loads(report.read_text())["install"]}
     pins = {}
     for line in (ROOT / "requirements" / "gpu-constraints.txt").read_text().splitlines():
