@@ -472,3 +472,25 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
     ev2 = run_stage(store, ids["rl_eval"], show_progress=False)
     assert ev2["accuracy"] == 0.5
     assert read_metrics(store.stage(ids["rl_eval"]).path)[0]["eval/accuracy"] == 0.5
+
+
+def test_run_process_stops_what_the_verl_process_left_behind(tmp_path):
+    """A verl driver that started its own Ray leaves processes in other sessions (Ray's daemons and
+    workers); run_process stops every process carrying its run marker once the driver has ended."""
+    import time
+
+    from reasoning360.engines.verl.launch import run_process
+
+    pidfile = tmp_path / "orphan.pid"
+    code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
+            f"start_new_session=True); open({str(pidfile)!r}, 'w').write(str(p.pid))")
+    t0 = time.time()
+    assert run_process([sys.executable, "-c", code], log_path=tmp_path / "log", echo=False, poll_s=0.1) == 0
+    pid = int(pidfile.read_text())
+    state = ""
+    try:
+        state = open(f"/proc/{pid}/stat").read().split()[2]
+    except FileNotFoundError:
+        pass
+    assert state in ("", "Z"), f"orphan {pid} still running ({state})"
+    assert time.time() - t0 < 8

@@ -122,9 +122,17 @@ def run_process(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = 
                 echo: bool = True, grace_s: float = 60.0) -> int | None:
     """Run `cmd` in its own process group, tee its output to `log_path` (and stdout), call
     `poll()` every `poll_s` seconds. Returns the exit code, or None if `should_stop()` asked to
-    stop it (it is then terminated: TERM, then KILL after `grace_s`)."""
+    stop it (it is then terminated: TERM, then KILL after `grace_s`).
+
+    Every process it starts carries a marker in its environment (RUN_MARK); when it has ended,
+    what is left with that marker is stopped — the Ray cluster a verl driver started for itself
+    (no RAY_ADDRESS) lives in other sessions and outlives a terminated driver. Processes of a
+    job's Ray cluster do not carry it (its raylet started them); the job's bootstrap stops those."""
+    import uuid
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **(env or {})}
+    token = uuid.uuid4().hex
+    full_env = {**os.environ, **(env or {}), RUN_MARK: token}
     with open(log_path, "ab") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)[:2000]}\n".encode())
         log.flush()
@@ -159,10 +167,48 @@ def run_process(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = 
             terminate(proc, grace_s)
             raise
         finally:
+            reap(token)          # first: a leftover holding the pipe would keep the reader waiting
             t.join(timeout=10)
         if poll is not None:
             poll()
         return None if stopped else proc.returncode
+
+
+RUN_MARK = "R360_VERL_RUN"
+
+
+def reap(token: str, grace_s: float = 10.0) -> list[int]:
+    """TERM, then KILL, every process of this user whose environment holds RUN_MARK=token."""
+    marker = f"{RUN_MARK}={token}".encode()
+
+    def marked() -> list[int]:
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{d}/environ", "rb") as fh:
+                    if marker in fh.read().split(b"\0"):
+                        out.append(int(d))
+            except OSError:
+                continue
+        return out
+
+    pids = marked()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace_s
+    while time.time() < deadline and marked():
+        time.sleep(0.5)
+    for pid in marked():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
 
 
 def terminate(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
