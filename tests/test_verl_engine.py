@@ -494,3 +494,26 @@ def test_run_process_stops_what_the_verl_process_left_behind(tmp_path):
         pass
     assert state in ("", "Z"), f"orphan {pid} still running ({state})"
     assert time.time() - t0 < 8
+
+
+def test_verl_processes_survive_slurms_usr2(tmp_path):
+    """Slurm sends USR2 to every process of the job step; verl (and what it starts) must outlive
+    it, so the stage can stop verl itself after the step-boundary checkpoint."""
+    import signal
+    import threading
+    import time
+
+    from reasoning360.engines.verl.launch import run_process
+
+    pidfile = tmp_path / "pid"
+    code = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(1.5); print('alive')")
+
+    def usr2():
+        while not pidfile.exists() or not pidfile.read_text():
+            time.sleep(0.05)
+        os.killpg(int(pidfile.read_text()), signal.SIGUSR2)
+    import os
+
+    threading.Thread(target=usr2, daemon=True).start()
+    assert run_process([sys.executable, "-c", code], log_path=tmp_path / "log", echo=False, poll_s=0.1) == 0
+    assert "alive" in (tmp_path / "log").read_text()

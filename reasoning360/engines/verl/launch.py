@@ -137,7 +137,8 @@ def run_process(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = 
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)[:2000]}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
-                                cwd=str(cwd) if cwd else None, start_new_session=True)
+                                cwd=str(cwd) if cwd else None, start_new_session=True,
+                                preexec_fn=_ignore_preemption_signals)
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -175,6 +176,14 @@ def run_process(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = 
 
 
 RUN_MARK = "R360_VERL_RUN"
+
+
+def _ignore_preemption_signals() -> None:
+    """verl and everything it starts ignore USR1/USR2 (inherited across exec): Slurm sends USR2 to
+    every process of the job step, and a verl driver, torchrun rank or Ray worker would die of it.
+    The stage process acts on it (ctx.preempt) and stops verl with TERM."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def reap(token: str, grace_s: float = 10.0) -> list[int]:
