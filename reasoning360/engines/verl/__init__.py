@@ -1,4 +1,11 @@
-"""The verl engine: SFT, GRPO and eval stages run by verl 0.9.1 on GPUs.
+"""The verl engine: SFT, GRPO and eval stages run by verl 0.9.1 (FSDP or Megatron, vLLM rollouts).
+
+On GPUs (engine.device cuda, or auto where a GPU is visible) verl runs as it ships. On a machine
+without one (auto, or cpu) the FSDP engine runs on verl's CPU platform
+(reasoning360.engines.verl.cpu, loaded through VERL_USE_EXTERNAL_MODULES / VERL_PLATFORM) with
+vLLM's CPU build serving verl's own vLLM rollout: that is how the tests train the tiny model with
+verl's real trainers. Megatron cannot run on a CPU (megatron-core asserts CUDA in its forward
+pass): `engine=verl_megatron` is composed, mapped and dry-run in the tests, and trains on GPUs only.
 
 The stage runner calls `run_sft(ctx)`, `run_grpo(ctx)`, `run_eval(ctx)` (same contract as the
 local engine: outputs in ctx.stage_dir, the final model in `stage_dir/model`, metrics through
@@ -15,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import overrides as O
-from .launch import allocation, ppo_command, ray_address, sft_command
+from .launch import allocation, ppo_command, sft_command
 from .metrics import latest_checkpoint_step
 
 __all__ = ["needs_ray", "run_sft", "run_grpo", "run_eval", "command_for", "stage_command", "dry_run_commands"]
@@ -49,28 +56,46 @@ def _upstream_model(spec: dict[str, Any], deps: dict[str, Path] | None = None,
 
 def stage_command(spec: dict[str, Any], runtime: dict[str, Any] | None, stage_dir: Path,
                   deps: dict[str, Path], nnodes: int, gpus_per_node: int, *, rows: int | None = None,
-                  model_cfg: dict[str, Any] | None = None) -> tuple[list[str], dict[str, str]]:
-    """(command, env) of one verl stage."""
+                  model_cfg: dict[str, Any] | None = None, device: str = "cuda"
+                  ) -> tuple[list[str], dict[str, str]]:
+    """(command, env) of one verl stage. RL and eval join the job's Ray cluster through
+    RAY_ADDRESS (set by the Ray bootstrap of a Slurm job); without it verl starts its own."""
     stage_dir = Path(stage_dir)
     vcfg = O.engine_settings(spec, runtime)
     log_file = str(stage_dir / O.LOG_DIR / "metrics.jsonl")
     ovr, _ = O.stage_overrides(spec, runtime, stage_dir=stage_dir, deps=deps, nnodes=nnodes,
                                gpus_per_node=gpus_per_node, rows=rows,
-                               model_cfg=model_cfg or _upstream_model(spec, deps), log_file=log_file)
-    py = str(vcfg.get("python") or "python")
+                               model_cfg=model_cfg or _upstream_model(spec, deps), log_file=log_file,
+                               device=device)
+    py = str(vcfg["python"])
     pythonpath = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[3]),
                                              os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PYTHONPATH": pythonpath}
+    if device == "cpu":
+        env.update(cpu_env(vcfg))
     if spec["kind"] == "sft":
-        env = {"VERL_FILE_LOGGER_PATH": log_file, "PYTHONPATH": pythonpath}
+        env["VERL_FILE_LOGGER_PATH"] = log_file
         cmd = sft_command(ovr, nnodes=nnodes, gpus_per_node=gpus_per_node, python=py,
-                          port=int(vcfg.get("sft_port") or 29500), env=env)
+                          port=int(vcfg["sft_port"]), env=env)
     else:
-        env = {"PYTHONPATH": pythonpath}
-        addr = ray_address()
-        if addr:
-            env["RAY_ADDRESS"] = addr
+        if os.environ.get("RAY_ADDRESS"):
+            env["RAY_ADDRESS"] = os.environ["RAY_ADDRESS"]
+        if device == "cpu":      # every Ray worker of verl's job loads the CPU platform too
+            ovr = ovr + [f"+ray_kwargs.ray_init.runtime_env.env_vars.{k}={O.hydra_value(v)}"
+                         for k, v in cpu_env(vcfg).items()]
         cmd = ppo_command(ovr, python=py, env=env)
     return cmd, env
+
+
+def cpu_env(vcfg: dict[str, Any]) -> dict[str, str]:
+    """The environment of verl on its CPU platform: the platform module, vLLM's CPU KV cache,
+    torch threads."""
+    from .cpu import env as platform_env
+
+    cpu = vcfg["cpu"]
+    return {**platform_env(), "VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_KVCACHE_SPACE": str(cpu["kv_cache_gb"]),
+            "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(cpu["omp_threads"]),
+            "TOKENIZERS_PARALLELISM": "false"}
 
 
 def command_for(spec: dict[str, Any], runtime: dict[str, Any] | None, stage_dir: str | os.PathLike,
@@ -128,9 +153,11 @@ def _train(ctx, kind: str, total_steps: int, rows: int | None, model_cfg: dict |
 
     stage = Path(ctx.stage_dir)
     vcfg = O.engine_settings(ctx.spec, ctx.runtime)
-    nnodes, gpus = allocation(vcfg)
+    device = O.stage_device(ctx.runtime, probe=True)
+    nnodes, gpus = placement(vcfg, device)
+    _initial_model(ctx, model_cfg)
     cmd, env = stage_command(ctx.spec, ctx.runtime, stage, ctx.deps, nnodes, gpus, rows=rows,
-                             model_cfg=model_cfg)
+                             model_cfg=model_cfg, device=device)
     write_script(stage / O.CMD_FILE, cmd, note=f"verl {kind} stage {stage.name}: {nnodes} node(s) x {gpus} GPU(s)")
     ckpt_dir = stage / O.CKPT_DIR
     resume = latest_checkpoint_step(ckpt_dir)
@@ -147,7 +174,7 @@ def _train(ctx, kind: str, total_steps: int, rows: int | None, model_cfg: dict |
                         count_backtracks=_task_fns() if kind == "rl" else None)
         attempt = len(list((stage / O.LOG_DIR).glob(f"{kind}-*.log"))) + 1
         log_path = stage / O.LOG_DIR / f"{kind}-{attempt:03d}.log"
-        code = run_process(cmd, log_path=log_path, poll=bridge.poll,
+        code = run_process(cmd, log_path=log_path, poll=bridge.poll, cwd=stage,
                            should_stop=lambda: bool(ctx.preempt.requested), echo=ctx.show_progress)
         bridge.close()
         if code is None:
@@ -162,23 +189,58 @@ def _train(ctx, kind: str, total_steps: int, rows: int | None, model_cfg: dict |
         tracker.close(finished=False)
         raise VerlFailed(f"verl {kind} finished without a checkpoint at step {total_steps} "
                          f"(newest: {last}) in {ckpt_dir}")
-    model = export_model(ckpt_dir, stage, last)
+    model = export_model(ckpt_dir, stage, last, python=str(vcfg["python"]), backend=vcfg["strategy"])
     tracker.close(finished=True)
     return {"steps": total_steps, "resumed_from": resume, "model": str(model), "nnodes": nnodes,
-            "gpus_per_node": gpus, "strategy": vcfg["strategy"], "verl_wall_s": round(time.time() - t0, 1)}
+            "gpus_per_node": gpus, "device": device, "strategy": vcfg["strategy"],
+            "verl_wall_s": round(time.time() - t0, 1)}
+
+
+def placement(vcfg: dict[str, Any], device: str) -> tuple[int, int]:
+    """(nodes, verl devices per node): the allocation's GPUs, or on the CPU platform
+    engine.verl.cpu.workers FSDP ranks per node (one Ray CPU each)."""
+    nnodes, gpus = allocation(vcfg)
+    if device == "cpu" and vcfg["strategy"] == "megatron":
+        raise O.MappingError("engine.device: cpu: megatron-core cannot run on a CPU (its forward pass asserts "
+                             "CUDA); use engine=verl_fsdp here, verl_megatron on GPUs")
+    return (nnodes, int(vcfg["cpu"]["workers"])) if device == "cpu" else (nnodes, gpus)
+
+
+def eval_engine(vcfg: dict[str, Any], device: str) -> str:
+    """Who answers an eval stage: `verl` (main_ppo val-only, vLLM) or `local` (the project's
+    eval, reasoning360.engines.local, on the stage's HF model): engine.verl.eval_engine, or on
+    the CPU platform engine.verl.cpu.eval_engine (a val-only main_ppo costs minutes of start-up
+    on a CPU for seconds of greedy decoding)."""
+    value = vcfg["cpu"]["eval_engine"] if device == "cpu" else vcfg["eval_engine"]
+    if value not in ("verl", "local"):
+        where = "engine.verl.cpu.eval_engine" if device == "cpu" else "engine.verl.eval_engine"
+        raise O.MappingError(f"{where}: {value!r} (known: verl, local)")
+    return value
+
+
+def _initial_model(ctx, model_cfg: dict[str, Any] | None) -> None:
+    """A stage that starts from no upstream model and no model.path writes the from-scratch
+    model into its own directory first (verl needs an HF directory)."""
+    model = model_cfg or ctx.spec.get("model") or {}
+    if ctx.deps.get("init") is None and not model.get("path"):
+        from .init_model import write_initial_model
+
+        write_initial_model(model, int(ctx.spec["seed"]), Path(ctx.stage_dir))
 
 
 def run_sft(ctx) -> dict[str, Any]:
     from .data import load_tokenizer, write_sft_messages
 
+    from .init_model import DIR as INIT_DIR
+
     spec = ctx.spec
-    sft = spec.get("sft") or {}
-    model_path = (spec.get("model") or {}).get("path")
-    if not model_path:
-        raise O.MappingError("model.path: the verl engine fine-tunes a local HF checkpoint")
+    sft = spec["sft"]
+    _initial_model(ctx, spec["model"])
+    model_path = spec["model"]["path"]
+    start = Path(model_path).expanduser() if model_path else Path(ctx.stage_dir) / INIT_DIR
     out = Path(ctx.stage_dir) / O.SFT_FILE
-    tok = load_tokenizer(Path(model_path).expanduser())
-    counts = write_sft_messages(ctx.deps["traces"], out, tok, int(sft.get("max_len") or 0) or None, ctx.spec)
+    tok = load_tokenizer(start)
+    counts = write_sft_messages(ctx.deps["traces"], out, tok, int(sft["max_len"]), ctx.spec)
     summary = _train(ctx, "sft", int(sft["max_steps"]), counts["rows"], spec.get("model"))
     return {**summary, "examples": counts["rows"], "dropped_too_long": counts["dropped_too_long"]}
 
@@ -217,15 +279,22 @@ def run_eval(ctx) -> dict[str, Any]:
     spec = ctx.spec
     stage = Path(ctx.stage_dir)
     vcfg = O.engine_settings(spec, ctx.runtime)
-    nnodes, gpus = allocation(vcfg)
+    device = O.stage_device(ctx.runtime, probe=True)
+    if eval_engine(vcfg, device) == "local":      # the project's eval on the exported HF model
+        from ..local import run_eval as local_eval
+
+        return {**local_eval(ctx), "eval_engine": "local"}
+    nnodes, gpus = placement(vcfg, device)
     model_cfg = _upstream_model(spec, ctx.deps)
-    cmd, env = stage_command(spec, ctx.runtime, stage, ctx.deps, nnodes, gpus, model_cfg=model_cfg)
+    _initial_model(ctx, model_cfg)
+    cmd, env = stage_command(spec, ctx.runtime, stage, ctx.deps, nnodes, gpus, model_cfg=model_cfg,
+                             device=device)
     write_script(stage / O.CMD_FILE, cmd, note=f"verl eval stage {stage.name}: {nnodes} node(s) x {gpus} GPU(s)")
     gen_dir = stage / O.GEN_DIR
     t0 = time.time()
     if not any(gen_dir.glob("*.jsonl")):
         log_path = stage / O.LOG_DIR / f"eval-{int(time.time())}.log"
-        code = run_process(cmd, log_path=log_path, should_stop=lambda: bool(ctx.preempt.requested),
+        code = run_process(cmd, log_path=log_path, cwd=stage, should_stop=lambda: bool(ctx.preempt.requested),
                            echo=ctx.show_progress)
         if code is None:
             raise Preempted("verl eval stopped on request")

@@ -90,23 +90,41 @@ def hf_dir_of(ckpt: Path) -> Path | None:
     return None
 
 
-def export_model(ckpt_dir: Path, stage_dir: Path, step: int) -> Path:
-    """Move the HF export of checkpoint `step` to `stage_dir/model` (what the next stage and the
-    local engine load). Atomic: model/ appears whole or not at all."""
+def export_model(ckpt_dir: Path, stage_dir: Path, step: int, *, python: str = "python",
+                 backend: str = "fsdp") -> Path:
+    """`stage_dir/model`, the HF directory of checkpoint `step` that our eval, `r360 serve` and the
+    next stage load: verl's model merger (`python -m verl.model_merger merge`) on the sharded actor
+    checkpoint; a checkpoint that already holds a full HF export (save_contents with hf_model) is
+    used as it is. Atomic: model/ appears whole or not at all."""
+    import subprocess
+
     target = Path(stage_dir) / "model"
     if (target / "config.json").exists():
         return target
-    src = hf_dir_of(Path(ckpt_dir) / f"global_step_{step}")
-    if src is None:
-        raise FileNotFoundError(f"{ckpt_dir}/global_step_{step} has no HuggingFace export "
-                                "(checkpoint.save_contents must include hf_model)")
+    ckpt = Path(ckpt_dir) / f"global_step_{step}"
+    src = hf_dir_of(ckpt)
     with atomic_dir(target) as tmp:
-        for f in src.iterdir():
-            dst = Path(tmp) / f.name
-            try:
-                os.link(f, dst) if f.is_file() else shutil.copytree(f, dst)
-            except OSError:
-                shutil.copy2(f, dst) if f.is_file() else shutil.copytree(f, dst, dirs_exist_ok=True)
+        if src is not None:
+            for f in src.iterdir():
+                dst = Path(tmp) / f.name
+                try:
+                    os.link(f, dst) if f.is_file() else shutil.copytree(f, dst)
+                except OSError:
+                    shutil.copy2(f, dst) if f.is_file() else shutil.copytree(f, dst, dirs_exist_ok=True)
+        else:
+            shards = ckpt / "actor" if (ckpt / "actor").is_dir() else ckpt
+            cmd = [python, "-m", "verl.model_merger", "merge", "--backend", backend,
+                   "--local_dir", str(shards), "--target_dir", str(tmp)]
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=str(stage_dir))
+            if r.returncode != 0 or not (Path(tmp) / "config.json").exists():
+                raise RuntimeError(f"verl's model merger failed on {shards} (exit {r.returncode}):\n"
+                                   + (r.stdout + r.stderr)[-3000:])
+        cfg = Path(tmp) / "tokenizer_config.json"
+        if cfg.exists():   # transformers 5 writes its own class name; older readers know this one
+            data = json.loads(cfg.read_text())
+            if data.get("tokenizer_class") == "TokenizersBackend":
+                data["tokenizer_class"] = "PreTrainedTokenizerFast"
+                cfg.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     return target
 
 

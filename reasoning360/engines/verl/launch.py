@@ -3,8 +3,8 @@
 - SFT: verl's FSDP/Megatron SFT trainer under torchrun on every node of the job
   (`srun --overlap --ntasks-per-node=1` when the job has more than one node).
 - GRPO and eval: `python -m verl.trainer.main_ppo` as the driver on the head of the job's Ray
-  cluster; RAY_ADDRESS (from reasoning360.ray.bootstrap when present) makes verl's
-  `ray.init()` join it instead of starting its own.
+  cluster; RAY_ADDRESS (which the job's Ray bootstrap exports) makes verl's `ray.init()` join it
+  instead of starting its own.
 - The process runs in its own process group; preemption (ctx.preempt, set by the runner on
   USR2/TERM) stops it; verl resumes from its newest checkpoint next time (resume_mode=auto).
 """
@@ -41,23 +41,18 @@ def _int_env(*names: str) -> int | None:
 
 def allocation(vcfg: dict[str, Any]) -> tuple[int, int]:
     """(nodes, GPUs per node): the Slurm allocation when inside a job, else engine.verl's."""
-    nnodes = _int_env("SLURM_JOB_NUM_NODES", "SLURM_NNODES") or int(vcfg.get("nnodes") or 1)
+    nnodes = _int_env("SLURM_JOB_NUM_NODES", "SLURM_NNODES") or int(vcfg["nnodes"])
     gpus = _int_env("SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE")
     if not gpus and os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES"):
         gpus = len([d for d in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if d.strip()])
-    return nnodes, gpus or int(vcfg.get("n_gpus_per_node") or 1)
-
-
-def ray_address() -> str | None:
-    """The job's Ray head: the Ray bootstrap (reasoning360.ray) exports RAY_ADDRESS to the stage."""
-    return os.environ.get("RAY_ADDRESS") or None
+    return nnodes, gpus or int(vcfg["n_gpus_per_node"])
 
 
 def head_host() -> str:
     """The host torchrun's rendezvous runs on: MASTER_ADDR, the Ray head, the job's first node."""
     if os.environ.get("MASTER_ADDR"):
         return os.environ["MASTER_ADDR"]
-    addr = ray_address()
+    addr = os.environ.get("RAY_ADDRESS")
     if addr and "://" not in addr and ":" in addr:
         return addr.rsplit(":", 1)[0]
     nodelist = os.environ.get("SLURM_JOB_NODELIST")
@@ -127,14 +122,23 @@ def run_process(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = 
                 echo: bool = True, grace_s: float = 60.0) -> int | None:
     """Run `cmd` in its own process group, tee its output to `log_path` (and stdout), call
     `poll()` every `poll_s` seconds. Returns the exit code, or None if `should_stop()` asked to
-    stop it (it is then terminated: TERM, then KILL after `grace_s`)."""
+    stop it (it is then terminated: TERM, then KILL after `grace_s`).
+
+    Every process it starts carries a marker in its environment (RUN_MARK); when it has ended,
+    what is left with that marker is stopped — the Ray cluster a verl driver started for itself
+    (no RAY_ADDRESS) lives in other sessions and outlives a terminated driver. Processes of a
+    job's Ray cluster do not carry it (its raylet started them); the job's bootstrap stops those."""
+    import uuid
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **(env or {})}
+    token = uuid.uuid4().hex
+    full_env = {**os.environ, **(env or {}), RUN_MARK: token}
     with open(log_path, "ab") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)[:2000]}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
-                                cwd=str(cwd) if cwd else None, start_new_session=True)
+                                cwd=str(cwd) if cwd else None, start_new_session=True,
+                                preexec_fn=_ignore_preemption_signals)
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -164,10 +168,56 @@ def run_process(cmd: list[str], *, log_path: Path, env: dict[str, str] | None = 
             terminate(proc, grace_s)
             raise
         finally:
+            reap(token)          # first: a leftover holding the pipe would keep the reader waiting
             t.join(timeout=10)
         if poll is not None:
             poll()
         return None if stopped else proc.returncode
+
+
+RUN_MARK = "R360_VERL_RUN"
+
+
+def _ignore_preemption_signals() -> None:
+    """verl and everything it starts ignore USR1/USR2 (inherited across exec): Slurm sends USR2 to
+    every process of the job step, and a verl driver, torchrun rank or Ray worker would die of it.
+    The stage process acts on it (ctx.preempt) and stops verl with TERM."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def reap(token: str, grace_s: float = 10.0) -> list[int]:
+    """TERM, then KILL, every process of this user whose environment holds RUN_MARK=token."""
+    marker = f"{RUN_MARK}={token}".encode()
+
+    def marked() -> list[int]:
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{d}/environ", "rb") as fh:
+                    if marker in fh.read().split(b"\0"):
+                        out.append(int(d))
+            except OSError:
+                continue
+        return out
+
+    pids = marked()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + grace_s
+    while time.time() < deadline and marked():
+        time.sleep(0.5)
+    for pid in marked():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
 
 
 def terminate(proc: subprocess.Popen, grace_s: float = 60.0) -> None:

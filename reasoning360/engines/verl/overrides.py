@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 REWARD_FILE = Path(__file__).resolve().parent / "reward.py"
 REWARD_FN = "compute_score"
 PROJECT = "reasoning360"
@@ -35,17 +33,6 @@ CMD_FILE = "verl_cmd.sh"
 
 TRAINERS = ("sft", "rl", "eval")
 STRATEGIES = ("fsdp", "megatron")
-
-# engine.verl defaults (configs/engine/verl_fsdp.yaml holds the same; used when a spec or
-# runtime carries no engine block, e.g. a stage recorded before the block existed).
-VERL_DEFAULTS: dict[str, Any] = {
-    "strategy": "fsdp", "nnodes": 1, "n_gpus_per_node": 4, "rollout_name": "vllm", "rollout_tp": 1,
-    "gpu_memory_utilization": 0.6, "tensor_model_parallel_size": 1, "pipeline_model_parallel_size": 1,
-    "use_dynamic_bsz": True, "max_token_len_per_gpu": 16384, "micro_batch_size_per_gpu": 4,
-    "log_prob_micro_batch_size_per_gpu": 16, "max_ckpt_to_keep": 2, "test_freq": -1,
-    "keep_rollout_dumps": False, "dataloader_workers": 8, "sft_port": 29500, "python": "python",
-    "overrides": [], "sft_overrides": [],
-}
 
 SKIP = object()     # a row whose value is SKIP emits nothing
 
@@ -154,7 +141,9 @@ def _split_file(s: Src) -> str:
     return str(Path(s["stage.data"]) / f"{s.get('eval.split', 'test')}.parquet")
 
 
-SAVE_CONTENTS = ["model", "optimizer", "extra", "hf_model"]   # hf_model: the stage's model/ for the next stage
+# Sharded checkpoints only: the stage's model/ is made once, from the last one, by verl's model
+# merger (data.export_model), instead of a full HF copy in every checkpoint.
+SAVE_CONTENTS = ["model", "optimizer", "extra"]
 
 ALL = ("sft", "rl", "eval")
 RL = ("rl",)
@@ -292,7 +281,8 @@ TABLE: tuple[Row, ...] = (
         note="verl's file logger feeds the stage's metrics.jsonl (metrics bridge)"),
     Row("(stage)", "trainer.project_name", ALL, lambda s: PROJECT),
     Row("(stage)", "trainer.experiment_name", ALL, lambda s: s["stage.name"]),
-    Row("(stage)", "trainer.device", ALL, lambda s: "cuda"),
+    Row("(stage)", "trainer.device", ALL, lambda s: s["stage.device"],
+        note="cuda, or cpu on verl's CPU platform (reasoning360.engines.verl.cpu; tests, GPU-less machines)"),
     Row("(stage)", "checkpoint.save_contents", SFT, lambda s: list(SAVE_CONTENTS)),
     Row("(stage)", "actor_rollout_ref.actor.checkpoint.save_contents", RL, lambda s: list(SAVE_CONTENTS)),
     Row("(stage)", "trainer.rollout_data_dir", RL, lambda s: str(Path(s["stage.dir"]) / ROLLOUT_DIR),
@@ -354,29 +344,58 @@ SECTIONS = ("model", "sft", "rl", "eval", "seed", "rollout")
 
 # ---------------------------------------------------------------------------- engine config
 
+# engine.verl keys every stage reads (configs/engine/verl_*.yaml sets each one; none is defaulted here).
+ENGINE_KEYS = ("strategy", "nnodes", "n_gpus_per_node", "rollout_name", "rollout_tp", "gpu_memory_utilization",
+               "tensor_model_parallel_size", "pipeline_model_parallel_size", "use_dynamic_bsz",
+               "max_token_len_per_gpu", "micro_batch_size_per_gpu", "log_prob_micro_batch_size_per_gpu",
+               "max_ckpt_to_keep", "test_freq", "keep_rollout_dumps", "dataloader_workers", "sft_port",
+               "python", "eval_engine", "overrides", "sft_overrides", "cpu")
+CPU_KEYS = ("workers", "kv_cache_gb", "omp_threads", "eval_engine", "overrides", "sft_overrides")
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def engine_settings(spec: dict[str, Any], runtime: dict[str, Any] | None) -> dict[str, Any]:
-    """engine.verl for this stage: defaults < configs/engine/<name>.yaml < runtime['engine']['verl']
-    < spec['engine_verl'] (hashed overrides recorded by the planner, if any)."""
-    name = spec.get("engine", "verl_fsdp")
-    out = dict(VERL_DEFAULTS)
-    path = CONFIGS / "engine" / f"{name}.yaml"
-    if path.exists():
-        out.update((yaml.safe_load(path.read_text()) or {}).get("verl") or {})
-    rt = (runtime or {}).get("engine") or {}
-    out.update(rt.get("verl") or {})
-    out.update(spec.get("engine_verl") or {})
+    """engine.verl of this stage: the composed config's block (runtime['engine']['verl'], from
+    configs/engine/verl_*.yaml) < spec['engine_verl'] (hashed pass-through overrides). Every key
+    must be there: a missing one is a one-line error naming it."""
+    rt = (runtime or {}).get("engine")
+    if not isinstance(rt, dict) or not isinstance(rt.get("verl"), dict):
+        raise MappingError("engine.verl: missing from the stage's runtime (compose engine=verl_fsdp or "
+                           "engine=verl_megatron; configs/engine/verl_*.yaml)")
+    out = {**rt["verl"], **(spec.get("engine_verl") or {})}
+    for key in ENGINE_KEYS:
+        if key not in out:
+            raise MappingError(f"engine.verl.{key}: missing (configs/engine/{spec.get('engine')}.yaml sets it)")
+    for key in CPU_KEYS:
+        if not isinstance(out["cpu"], dict) or key not in out["cpu"]:
+            raise MappingError(f"engine.verl.cpu.{key}: missing (configs/engine/{spec.get('engine')}.yaml sets it)")
     if os.environ.get("R360_VERL_PYTHON"):      # a site's verl interpreter (e.g. via cluster.env)
         out["python"] = os.environ["R360_VERL_PYTHON"]
-    if name == "verl_megatron":
-        out["strategy"] = "megatron"
-    elif name == "verl_fsdp":
-        out["strategy"] = "fsdp"
     if out["strategy"] not in STRATEGIES:
         raise MappingError(f"engine.verl.strategy: {out['strategy']!r} (known: {', '.join(STRATEGIES)})")
     for key in ("overrides", "sft_overrides"):
-        if not isinstance(out.get(key) or [], list):
-            raise MappingError(f"engine.verl.{key}: expected a list of 'key=value' strings, got {out[key]!r}")
+        for block, where in ((out, "engine.verl"), (out["cpu"], "engine.verl.cpu")):
+            if not isinstance(block[key], list):
+                raise MappingError(f"{where}.{key}: expected a list of 'key=value' strings, got {block[key]!r}")
     return out
+
+
+def stage_device(runtime: dict[str, Any] | None, *, probe: bool) -> str:
+    """cuda or cpu: engine.device, with `auto` = cuda where torch sees a GPU. Without `probe`
+    (planning, sbatch rendering on a login node) `auto` means the GPU cluster's cuda."""
+    rt = runtime or {}
+    if "device" not in rt:
+        raise MappingError("engine.device: missing from the stage's runtime")
+    want = str(rt["device"]).lower()
+    if want not in DEVICES:
+        raise MappingError(f"engine.device: {want!r} (known: {', '.join(DEVICES)})")
+    if want != "auto":
+        return want
+    if not probe:
+        return "cuda"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def trainer_of(kind: str) -> str:
@@ -434,20 +453,28 @@ def to_overrides(values: dict[str, Any], groups: list[str], extra: list[str]) ->
 
 def source_config(spec: dict[str, Any], runtime: dict[str, Any] | None, *, stage_dir: Path,
                   deps: dict[str, Path], nnodes: int, gpus_per_node: int,
-                  rows: int | None = None, model_cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything a row may read, for one stage."""
+                  rows: int | None = None, model_cfg: dict[str, Any] | None = None,
+                  device: str = "cuda") -> dict[str, Any]:
+    """Everything a row may read, for one stage. The starting model: the upstream stage's
+    model/, else model.path, else the from-scratch model the stage writes into its own
+    init_model/ (reasoning360.engines.verl.init_model)."""
+    from .init_model import DIR as INIT_DIR
+
     kind = spec["kind"]
     vcfg = engine_settings(spec, runtime)
     model = dict(model_cfg or spec.get("model") or {})
     init = deps.get("init")
+    from_scratch = init is None and not model.get("path")
     if init is not None:
         init_model = str(Path(init) / "model")
     elif model.get("path"):
         init_model = str(Path(model["path"]).expanduser())
-    else:
+    elif model.get("arch") in (None, "from_path"):
         raise MappingError("model.path: the verl engine loads a local HF checkpoint; set model.path "
                            "(scale=paper model.path=/path/to/Qwen2.5-3B-Instruct)")
-    if model.get("tokenizer") not in (None, "path") and init is None:
+    else:
+        init_model = str(Path(stage_dir) / INIT_DIR)
+    if model.get("tokenizer") not in (None, "path") and init is None and not from_scratch:
         raise MappingError(f"model.tokenizer={model.get('tokenizer')!r}: verl uses the checkpoint's "
                            "own tokenizer; use a model config with tokenizer: path")
     stage_dir = Path(stage_dir)
@@ -464,6 +491,7 @@ def source_config(spec: dict[str, Any], runtime: dict[str, Any] | None, *, stage
             "sft_file": str(stage_dir / SFT_FILE),
             "log_file": str(stage_dir / LOG_DIR / "metrics.jsonl"),
             "pythonpath": str(Path(__file__).resolve().parents[3]),
+            "device": device,
         },
     }
     return cfg
@@ -475,18 +503,20 @@ def _stage_name(spec: dict, runtime: dict | None, stage_dir: Path) -> str:
 
 def stage_overrides(spec: dict[str, Any], runtime: dict[str, Any] | None, *, stage_dir: Path,
                     deps: dict[str, Path], nnodes: int, gpus_per_node: int, rows: int | None = None,
-                    model_cfg: dict[str, Any] | None = None, log_file: str | None = None
-                    ) -> tuple[list[str], dict[str, Any]]:
-    """(Hydra overrides, verl key -> value) for one sft / rl / eval stage."""
+                    model_cfg: dict[str, Any] | None = None, log_file: str | None = None,
+                    device: str = "cuda") -> tuple[list[str], dict[str, Any]]:
+    """(Hydra overrides, verl key -> value) for one sft / rl / eval stage. On the cpu device,
+    engine.verl.cpu's overrides come after ours and before the user's pass-through."""
     trainer = trainer_of(spec["kind"])
     vcfg = engine_settings(spec, runtime)
     src = source_config(spec, runtime, stage_dir=stage_dir, deps=deps, nnodes=nnodes,
-                        gpus_per_node=gpus_per_node, rows=rows, model_cfg=model_cfg)
+                        gpus_per_node=gpus_per_node, rows=rows, model_cfg=model_cfg, device=device)
     if log_file:
         src["stage"]["log_file"] = log_file
     values = build(src, trainer, vcfg["strategy"])
-    extra = vcfg["sft_overrides"] if trainer == "sft" else vcfg["overrides"]
-    return to_overrides(values, GROUPS[(trainer, vcfg["strategy"])], extra or []), values
+    key = "sft_overrides" if trainer == "sft" else "overrides"
+    extra = (list(vcfg["cpu"][key]) if device == "cpu" else []) + list(vcfg[key])
+    return to_overrides(values, GROUPS[(trainer, vcfg["strategy"])], extra), values
 
 
 def mapped_keys(trainer: str | None = None) -> dict[str, list[str]]:

@@ -1,0 +1,78 @@
+"""`engine=verl_fsdp` for real through the local Slurm cluster: one smoke point as job arrays, verl's
+SFT trainer under torchrun in its job, verl's GRPO loop (main_ppo) joining the job's own Ray cluster
+(RAY_ADDRESS from the Ray bootstrap) with vLLM's CPU build serving the rollouts; USR2 mid-GRPO ->
+the stage stops verl, the job requeues itself -> verl resumes from its checkpoint
+(resume_mode=auto) -> metrics contiguous, no step twice. No stand-in for verl, vLLM, Ray or Slurm.
+
+The RL job asks for 2 CPUs: verl's worker bundle holds one Ray CPU, and Ray schedules an actor
+(vLLM's server, the agent-loop and reward workers) only on a node with a free CPU. ~6-8 minutes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+from slurm_cluster import cancel_sweep, r360, sweep_cmd, wait_for
+from test_verl_cpu_e2e import SIZES
+from test_verl_support import HAVE_VERL
+
+pytestmark = [
+    pytest.mark.slurm, pytest.mark.slow,
+    pytest.mark.skipif(not HAVE_VERL or importlib.util.find_spec("vllm") is None,
+                       reason="needs verl and vLLM's CPU build in this Python (bash scripts/install.sh test,verl)"),
+]
+
+
+def test_verl_point_through_slurm_with_usr2_requeue_and_resume(slurm_cluster, tmp_path):
+    from reasoning360.cluster import slurm_query, status
+    from reasoning360.cluster.jobs import JobsFile
+    from reasoning360.sweep import sweepdir
+    from reasoning360.tracking import read_metrics
+
+    sizes = [s for s in SIZES if not s.startswith("rl.steps")] + ["rl.steps=4"]
+    p = sweep_cmd(tmp_path, "+grid=smoke", "engine=verl_fsdp", "launcher=slurm", "cluster=local",
+                  "cluster.resources.rl.cpus=2", "cluster.resources.rl.mem_gb=8", "cluster.resources.sft.mem_gb=4",
+                  "launcher.preempt_grace_s=90", *sizes)
+    assert p.returncode == 0, p.stdout + p.stderr
+    sweep = tmp_path / "sweeps" / "smoke"
+    try:
+        plan, store, _ = sweepdir.load(sweep)
+        sid = plan.points[0].stages["rl"]
+        rl = store.stage(sid)
+
+        def failed():
+            s = status.snapshot(sweep)
+            bad = [r for r in s.rows if r.state == "failed"]
+            if bad:
+                raise AssertionError(status.plain(s) + r360("logs", str(sweep), bad[0].point, "--stage",
+                                                            bad[0].role).stdout[-4000:])
+            return s
+
+        def rl_step_logged():
+            failed()
+            rows = read_metrics(rl.path) if (rl.path / "metrics.jsonl").exists() else []
+            return any(r["step"] >= 1 and "reward_mean" in r for r in rows)
+
+        wait_for(rl_step_logged, 600, 2, "verl's first GRPO step inside the Slurm job")
+        ref = JobsFile(sweep).latest(sid)[0]
+        slurm_query.run(["scancel", "--signal=USR2", ref])
+
+        def all_done():
+            s = failed()
+            return s if s.counts == {"done": len(plan.stages)} else None
+
+        wait_for(all_done, 600, 3, "the requeued GRPO stage and the final eval")
+        att = [json.loads(x) for x in (rl.path / "attempts.jsonl").read_text().splitlines()]
+        assert [a["status"] for a in att] == ["preempted", "done"] and att[0]["job"] == att[1]["job"]
+        rows = read_metrics(rl.path)
+        assert [r["step"] for r in rows] == [1, 2, 3, 4]              # contiguous, no step twice
+        assert rl.summary()["resumed_from"] >= 1
+        logs = "".join(f.read_text() for f in (sweep / "slurm" / "logs").glob(f"{ref}_*"))
+        assert "USR2" in logs and "requeued" in logs
+        cmd = (rl.path / "verl_cmd.sh").read_text()
+        assert "RAY_ADDRESS=" in cmd and "VERL_PLATFORM=cpu" in cmd   # joined the job's Ray cluster
+        assert (rl.path / "model" / "config.json").exists()
+    finally:
+        cancel_sweep(sweep)
