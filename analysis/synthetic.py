@@ -1,5 +1,5 @@
 """A synthetic sweep directory and store, laid out exactly as the sweeper and engines write
-them (plan.json, sweep.yaml, stage dirs with spec.yaml, metrics.jsonl / metrics.parquet,
+them (plan.json, sweep.yaml, stage dirs with spec.json, metrics.jsonl / metrics.parquet,
 summary.json, items.parquet, DONE / FAILED, attempts.jsonl). Test data for the analysis
 package, not a mock of a component: the numbers are random but seeded, drawn around known
 true accuracies, so a test can check that the statistics find what was put in.

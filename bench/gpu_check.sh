@@ -45,7 +45,7 @@ root = Path(sys.argv[1]) / "store"
 ok = True
 for kind in ("sft", "rl"):
     for d in sorted(root.glob(f"{kind}-*")):
-        spec = (d / "spec.yaml").read_text()
+        spec = (d / "spec.json").read_text()
         if "verl_fsdp" not in spec:
             continue
         rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x.strip()]

@@ -26,8 +26,9 @@ pytestmark = [
 
 
 def test_verl_point_through_slurm_with_usr2_requeue_and_resume(slurm_cluster, tmp_path):
-    from reasoning360.cluster import slurm_query, status
-    from reasoning360.cluster.jobs import JobsFile
+    from reasoning360.launchers import status
+    from reasoning360.launchers.slurm import query as slurm_query
+    from reasoning360.launchers.slurm.jobs import JobsFile
     from reasoning360.sweep import sweepdir
     from reasoning360.tracking import read_metrics
 
