@@ -39,6 +39,13 @@ def test_smoke_table_has_every_point_and_column(smoke_sweep):
     assert pd.read_parquet(smoke_sweep / "results.parquet").shape == df.shape
 
 
+def test_a_finished_sweep_leaves_its_report(smoke_sweep):
+    """sweep.report: the local launcher ends with `r360 report`: tables with CIs, figures, HTML."""
+    report = smoke_sweep / "report"
+    assert (report / "report.html").exists() and (report / "main_table.md").exists()
+    assert list(report.glob("fig_*.png"))
+
+
 def test_every_stage_is_done_with_spec_metrics_and_outputs(smoke_sweep):
     plan, store, _ = sweepdir.load(smoke_sweep)
     for sid, stage in plan.stages.items():
@@ -49,9 +56,10 @@ def test_every_stage_is_done_with_spec_metrics_and_outputs(smoke_sweep):
             assert (sd.path / "model" / "config.json").exists()
             steps = [r["step"] for r in read_metrics(sd.path)]
             assert steps and len(steps) == len(set(steps))
-        if stage.kind == "eval":
+        if stage.kind == "eval":        # every test item under each protocol (sample, greedy)
             items = pd.read_parquet(sd.path / "items.parquet")
-            assert len(items) == 32 and set(items["score"]).issubset({0.0, 0.1, 1.0})
+            assert len(items) == 32 * 2 and set(items["protocol"]) == {"sample", "greedy"}
+            assert set(items["score"]).issubset({0.0, 0.1, 1.0})
 
 
 def test_rerun_reuses_every_done_stage(smoke_sweep, tmp_path):

@@ -74,7 +74,7 @@ def test_compress_and_expand():
 
 
 def test_backtrack_grid_arrays_and_dependencies(tmp_path):
-    c, plan, store, _ = build(tmp_path, "+grid=backtrack")
+    c, plan, store, _ = build(tmp_path, "+grid=backtrack", "grid.seeds=[0]")
     todo = set(plan.stages)
     arrs = arrays.build(plan, todo, {}, res_of(c), max_array_size=1001)
     names = [a.name for a in arrs]

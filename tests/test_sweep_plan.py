@@ -19,13 +19,15 @@ def build(tmp_path, *overrides):
 def test_backtrack_grid_has_four_k_points_and_cold_start(tmp_path):
     c, plan, store, sweep_dir = build(tmp_path, "+grid=backtrack")
     names = [pp.name for pp in plan.points]
-    assert names == ["countdown-k0-s0", "countdown-k1-s0", "countdown-k2-s0", "countdown-k3-s0",
-                     "countdown-cold_start-s0"]
+    assert names == [f"countdown-{v}-s{s}" for v in ("k0", "k1", "k2", "k3", "cold_start") for s in range(5)]
     cold = plan.points[-1].stages
     assert "sft" not in cold and "traces" not in cold
-    # every point shares the one data stage, so every point is evaluated on one test set
+    # every point shares the one data stage (one test set) and the one base model (pretrain)
     assert len({pp.stages["data"] for pp in plan.points}) == 1
-    assert len({pp.stages["sft"] for pp in plan.points[:4]}) == 4
+    assert len({pp.stages["base"] for pp in plan.points}) == 1
+    assert plan.stages[cold["rl"]].spec["init"] == cold["base"]
+    assert len({pp.stages["sft"] for pp in plan.points if "sft" in pp.stages}) == 20       # 4 k x 5 seeds
+    assert len({pp.stages["traces"] for pp in plan.points if "traces" in pp.stages}) == 4   # traces: per k
     assert sweep_dir == tmp_path / "sweeps" / "backtrack"
 
 
@@ -168,9 +170,13 @@ def test_distill_baselines_plan_teacher_distill_and_split(tmp_path):
     sft = {name: plan.stages[st["sft"]].spec for name, st in by.items() if "distill" in st}
     assert sft["countdown-short_cot_correct-s0"]["traces_file"] == "correct.parquet"
     assert sft["countdown-long_cot_wrong_format-s0"]["traces_file"] == "incorrect_format.parquet"
-    assert "traces_file" not in plan.stages[k0["sft"]].spec          # k points keep their ids
+    assert "traces_file" not in plan.stages[k0["sft"]].spec
+    # every SFT set is subsampled to one size (sft.max_examples) for fair comparisons, so the k
+    # points differ from the backtrack grid's in that key only
     _, plain, _, _ = build(tmp_path, "+grid=backtrack")
-    assert plain.points[0].stages["sft"] == k0["sft"]
+    a, b = plan.stages[k0["sft"]].spec, plain.stages[plain.points[0].stages["sft"]].spec
+    assert a["sft"]["max_examples"] == 1000 and b["sft"]["max_examples"] is None
+    assert {**a, "sft": {**a["sft"], "max_examples": None}} == b
 
 
 def test_a_teacher_checkpoint_path_replaces_the_sweeps_own_model(tmp_path):

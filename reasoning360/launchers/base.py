@@ -43,3 +43,20 @@ class Launcher(ABC):
     @abstractmethod
     def cancel(self, sweep_dir: Path, console: Console) -> int:
         """Stop what this launcher started for the sweep; the process exit code."""
+
+
+def write_results(plan: Plan, store: Store, sweep_dir: Path) -> list[dict[str, Any]]:
+    """results.csv / results.parquet of the sweep (what every launcher leaves when it ends)."""
+    from ..sweep import results
+
+    rows = results.rows(plan, store)
+    results.write(rows, Path(sweep_dir))
+    return rows
+
+
+def run_report(sweep_dir: Path) -> int:
+    """`r360 report SWEEP` in its own process (matplotlib, pandas: kept out of the launcher)."""
+    import subprocess
+    import sys
+
+    return subprocess.call([sys.executable, "-m", "reasoning360.cli", "report", str(sweep_dir)])

@@ -23,7 +23,7 @@ from reasoning360.sweep import results
 from reasoning360.sweep.plan import Plan
 from reasoning360.sweep.store import Store
 
-from .base import LaunchError, Launcher
+from .base import LaunchError, Launcher, run_report, write_results
 
 PID_FILE = "local-launcher.json"        # in the sweep directory while a local launcher runs it
 
@@ -31,7 +31,7 @@ PID_FILE = "local-launcher.json"        # in the sweep directory while a local l
 class LocalLauncher(Launcher):
     name = "local"
     reads = ("launcher.name", "launcher.workers", "paths", "sweep.name", "sweep.dry_run", "sweep.fail_fast",
-             "sweep.overwrite")
+             "sweep.overwrite", "sweep.report")
 
     def validate(self, c: dict[str, Any], plan: Plan) -> None:
         if c["engine"]["device"] == "cuda" and not _cuda_available():
@@ -64,11 +64,15 @@ class LocalLauncher(Launcher):
         if interrupted:
             console.print("[yellow]stopped[/]: checkpoint saved for every running stage; run the same command to resume")
             return 130
-        rows = results.rows(plan, store)
+        rows = write_results(plan, store, Path(sweep_dir))
         console.print(results.render(rows, title=f"{c['sweep']['name']}: results"))
-        csv, pq = results.write(rows, Path(sweep_dir))
-        console.print(f"wrote {csv} and {pq}", highlight=False)
-        return 1 if failed else 0
+        console.print(f"wrote {Path(sweep_dir) / 'results.csv'}", highlight=False)
+        if failed:
+            return 1
+        if c["sweep"]["report"]:
+            console.print(f"r360 report {sweep_dir}", highlight=False)
+            return run_report(Path(sweep_dir))
+        return 0
 
     def cancel(self, sweep_dir: Path, console: Console) -> int:
         """Ctrl-C once, from another shell: SIGINT to the launcher running the sweep."""

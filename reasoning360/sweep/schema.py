@@ -69,6 +69,7 @@ class Sweep(Section):
     array_parallelism: PosInt
     fail_fast: StrictBool
     overwrite: StrictBool
+    report: StrictBool
 
 
 class Tracking(Section):

@@ -24,7 +24,7 @@ from ..base import LaunchError, Launcher
 class SlurmLauncher(Launcher):
     name = "slurm"
     reads = ("launcher", "cluster", "paths", "sweep.name", "sweep.dry_run", "sweep.array_parallelism",
-             "sweep.overwrite")
+             "sweep.overwrite", "sweep.report")
 
     def validate(self, c: dict[str, Any], plan: Plan) -> None:
         """The site profile and every stage kind's resources, against the partition when Slurm

@@ -82,25 +82,18 @@ class Signals:
 
 
 def run_analysis(doc: dict) -> int:
-    from reasoning360.sweep import results, sweepdir
+    """The sweep's analysis job: results.csv, then (sweep.report) `r360 report`."""
+    from reasoning360.launchers.base import run_report, write_results
+    from reasoning360.sweep import sweepdir
 
     sweep = Path(doc["sweep_dir"])
-    plan, store, _ = sweepdir.load(sweep)
-    rows = results.rows(plan, store)
-    csv, _ = results.write(rows, sweep)
-    _log(f"wrote {csv}: {sum(r['state'] == 'done' for r in rows)}/{len(rows)} points done")
-    try:
-        import importlib.util
-
-        has_report = importlib.util.find_spec("analysis.report") is not None
-    except (ImportError, ValueError):
-        has_report = False
-    if has_report:
-        import subprocess
-
-        _log(f"r360 report {sweep}")
-        return subprocess.call([sys.executable, "-m", "reasoning360.cli", "report", str(sweep)])
-    return 0
+    plan, store, c = sweepdir.load(sweep)
+    rows = write_results(plan, store, sweep)
+    _log(f"wrote {sweep / 'results.csv'}: {sum(r['state'] == 'done' for r in rows)}/{len(rows)} points done")
+    if not c["sweep"]["report"]:
+        return 0
+    _log(f"r360 report {sweep}")
+    return run_report(sweep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -312,12 +312,12 @@ def _totals(arr: arrays_mod.Array, specs: dict[str, tuple[dict, dict]]) -> dict[
 
 def _nothing_to_do(c, plan, store, sweep_dir, done, live, console) -> None:
     if len(done) == len(plan.stages):
+        from reasoning360.launchers.base import write_results
         from reasoning360.sweep import results
 
-        rows = results.rows(plan, store)
+        rows = write_results(plan, store, Path(sweep_dir))
         console.print(results.render(rows, title=f"{c['sweep']['name']}: results"))
-        csv, _ = results.write(rows, Path(sweep_dir))
-        console.print(f"every stage is done; wrote {csv}", highlight=False)
+        console.print(f"every stage is done; wrote {Path(sweep_dir) / 'results.csv'}", highlight=False)
     else:
         console.print(f"nothing to submit: {len(done)} stage(s) done, {len(live)} queued or running; "
                       f"r360 status {sweep_dir}", highlight=False)
