@@ -5,11 +5,10 @@ asset, no script: it opens from a file over ssh without port forwarding.
 Model text is untrusted: every string from a sweep is HTML-escaped, the page carries a
 Content-Security-Policy that forbids scripts and remote loads, and long responses are cut.
 
-Backtrack markers are highlighted with `backtrack_regex(task)`: the task's own markers when
-`reasoning360.tasks` exposes them (`Task.backtrack_markers`, a tuple of literal strings, or
-`Task.backtrack_pattern`, a regex), else `DEFAULT_BACKTRACK_RE`, which matches the paper's
-"This doesn't work, go back ..." step, "go back", "backtrack", a standalone "back", and the
-compact traces' "^" marker.
+Backtracks are highlighted where the task counts them (`Task.count_backtracks`): its
+`PAPER_MARKERS` phrases (`paper` traces: one per dead end) and the compact traces' `^` that
+ends a dead-end line (`backtrack_regex(task)`; a task this checkout does not know gets every
+registered task's phrases).
 """
 
 from __future__ import annotations
@@ -24,9 +23,6 @@ import pandas as pd
 
 from . import tables as T
 
-DEFAULT_BACKTRACK_RE = (r"(?i:this doesn'?t work(?:,? go back(?: to [^.\n]{0,40})?)?\.?"
-                        r"|go(?:ing)? back(?: to [^.\n]{0,40})?"
-                        r"|\bbacktrack\w*|\bback\b)|\^")
 MAX_CHARS = 6000          # of one response shown in the report
 MAX_QUESTION_CHARS = 1500
 
@@ -34,24 +30,19 @@ _regex_cache: dict[str, re.Pattern] = {}
 
 
 def backtrack_regex(task: str | None) -> re.Pattern:
-    """The task's backtrack markers as a regex, or the documented default."""
-    key = task or ""
-    if key in _regex_cache:
-        return _regex_cache[key]
-    pattern = None
-    try:
-        from reasoning360 import tasks as _tasks
+    """The task's backtrack markers as a regex: its PAPER_MARKERS and the compact `^` at the end
+    of a line (what count_backtracks counts); every task's phrases for an unknown task."""
+    from reasoning360.tasks import TASKS, TaskError, get_task
+    from reasoning360.tasks.gym import COMPACT_BACKTRACK
 
-        t = _tasks.get_task(task) if task else None
-        markers = getattr(t, "backtrack_markers", None) if t is not None else None
-        pat = getattr(t, "backtrack_pattern", None) if t is not None else None
-        if pat is not None:
-            pattern = pat if isinstance(pat, re.Pattern) else re.compile(str(pat))
-        elif markers:
-            pattern = re.compile("|".join(re.escape(m) for m in sorted(markers, key=len, reverse=True)))
-    except Exception:       # an unknown task, or tasks not importable: fall back
-        pattern = None
-    _regex_cache[key] = pattern or re.compile(DEFAULT_BACKTRACK_RE)
+    key = task or ""
+    if key not in _regex_cache:
+        try:
+            phrases = set(get_task(task).PAPER_MARKERS)
+        except TaskError:
+            phrases = {m for name in TASKS for m in get_task(name).PAPER_MARKERS}
+        alternatives = [re.escape(m) for m in sorted(phrases, key=len, reverse=True)]
+        _regex_cache[key] = re.compile("|".join(alternatives + [re.escape(COMPACT_BACKTRACK) + r"(?=\n)"]))
     return _regex_cache[key]
 
 

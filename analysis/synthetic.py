@@ -39,7 +39,7 @@ KIND = {"data": "data", "traces": "traces", "distill": "distill", "sft": "sft", 
 # Logit shift of each decoding protocol: greedy decoding is a little more accurate than one sample.
 PROTOCOL_SHIFT = {"sample": 0.0, "greedy": 0.3}
 BEST_K = {"countdown": 1, "arc_1d": 0, "sudoku": 3, "knights_knaves": 2}
-MARKER = "This doesn't work, go back"
+MARKER = "Wait, this doesn't lead to the correct solution."   # countdown's PAPER_MARKERS
 
 
 def true_accuracy(task: str, k: int | None, baseline: str | None, level: int = 0) -> float:
@@ -282,7 +282,7 @@ def _response(bt: int, correct: bool, i: int, evil: bool) -> str:
     lines = ["<think>"]
     for j in range(bt):
         lines.append(f"3+8={11 + j}, {11 + j}!=24")
-        lines.append(f"{MARKER} to Node #0,{j}.")
+        lines.append(f"{MARKER} Let me go back to step {j}.")
     lines.append("3*8=24, 24==24" if correct else "3*8=25?")
     lines.append("</think>")
     body = "\n".join(lines) + f"\n<answer>{'3*8' if correct else '3+8'}</answer>"

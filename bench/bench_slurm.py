@@ -11,14 +11,19 @@
 3. `r360 status` of the 1,000-point sweep: seconds, and exactly one squeue and one sacct call.
 
 Every job is submitted held (`--hold`) so that nothing runs, and everything submitted is
-cancelled at the end (unless --keep).
+cancelled at the end (unless --keep). Each phase is reported in wall seconds and in CPU seconds
+(this process and the commands it ran: sbatch ...), the figure to compare on a shared machine.
+Without hydra-submitit-launcher, part 2 is skipped with what to install.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -60,6 +65,23 @@ def calls(log: Path, since: float = 0.0) -> dict[str, int]:
     return out
 
 
+HYDRA_LAUNCHER = "hydra-submitit-launcher==1.2.0"     # requirements/constraints.txt
+
+
+def have_hydra_submitit() -> bool:
+    """hydra-submitit-launcher installed (its launcher module, not just the namespace)."""
+    try:
+        return importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher.submitit_launcher") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def cpu() -> float:
+    """CPU seconds so far of this process and of the children it waited for (sbatch, ...)."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
 def seeds(n: int) -> str:
     return "[" + ",".join(map(str, range(n))) + "]"
 
@@ -93,16 +115,17 @@ def main() -> int:
         from reasoning360.launchers.slurm.submit import launch
         from reasoning360.sweep import main as sweep_main
 
-        t0 = time.perf_counter()
+        t0, u0 = time.perf_counter(), cpu()
         cfg = compose_cfg(*overrides)
-        t1 = time.perf_counter()
+        t1, u1 = time.perf_counter(), cpu()
         c, plan, store, sd = sweep_main.build(cfg)
-        t2 = time.perf_counter()
+        t2, u2 = time.perf_counter(), cpu()
         sweep_main.record(c, plan, store, sd)
-        t3 = time.perf_counter()
+        t3, u3 = time.perf_counter(), cpu()
         mark = time.time()
-        rc = launch(c, plan, store, sd, Console(file=open(os.devnull, "w")))
-        t4 = time.perf_counter()
+        with open(os.devnull, "w") as devnull:
+            rc = launch(c, plan, store, sd, Console(file=devnull))
+        t4, u4 = time.perf_counter(), cpu()
         assert rc == 0, "submission failed"
         jobs = JobsFile(sd)
         arrays = jobs.arrays()
@@ -111,7 +134,10 @@ def main() -> int:
                       chunks=len({(a["role"], a["chunk"], a["name"]) for a in arrays}),
                       tasks=sum(len(a["tasks"]) for a in arrays),
                       compose_s=round(t1 - t0, 2), plan_s=round(t2 - t1, 2), record_s=round(t3 - t2, 2),
-                      submit_s=round(t4 - t3, 2), total_s=round(t4 - t0, 2), submit_calls=n)
+                      submit_s=round(t4 - t3, 2), total_s=round(t4 - t0, 2),
+                      compose_cpu_s=round(u1 - u0, 2), plan_cpu_s=round(u2 - u1, 2), record_cpu_s=round(u3 - u2, 2),
+                      submit_cpu_s=round(u4 - u3, 2), total_cpu_s=round(u4 - u0, 2),
+                      load_avg_1m=round(os.getloadavg()[0], 1), cores=os.cpu_count(), submit_calls=n)
         # the same command again, end to end: submits nothing
         mark = time.time()
         t0 = time.perf_counter()
@@ -139,7 +165,9 @@ def main() -> int:
         report["status_counts"] = snap.counts
 
         # ---------------------------------------------------------------- 2. hydra-submitit-launcher
-        if not args.skip_hydra:
+        if not args.skip_hydra and not have_hydra_submitit():
+            report["hydra"] = f"not installed: pip install {HYDRA_LAUNCHER} to compare"
+        elif not args.skip_hydra:
             app = tmp / "hydra_app"
             app.mkdir()
             (app / "app.py").write_text(textwrap.dedent("""\
@@ -167,15 +195,21 @@ def main() -> int:
                 name, a, b, _ = line.split()
                 if name == "sbatch" and float(a) >= mark:
                     hydra_s = float(b) - mark
-            # it now waits for its jobs' results: stop it (our process group) and cancel its array
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            # it now waits for its jobs' results: stop it (our process group) and cancel its array;
+            # a run that failed before submitting has exited already (nothing to stop)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            out = proc.communicate(timeout=30)[0] or ""
             for f in (tmp / "multirun").rglob("*_submission.sh"):
                 hydra_ids.append(f.name.split("_")[0])
             report["hydra_submit_s"] = round(hydra_s, 2) if hydra_s else None
             report["hydra_sbatch_calls"] = calls(log, mark).get("sbatch", 0)
             if hydra_s:
                 report["hydra_over_ours"] = round(hydra_s / report["total_s"], 1)
+            else:
+                tail = [ln for ln in out.splitlines() if ln.strip()][-1:] or [f"exit code {proc.returncode}"]
+                report["hydra"] = f"hydra-submitit-launcher submitted nothing: {tail[0][:300]}"
     finally:
         if not args.keep:
             ids = JobsFile(sweep_dir).job_ids() if (sweep_dir / "jobs.json").exists() else []
@@ -192,7 +226,12 @@ def main() -> int:
     print(f"plan+submit: {report['total_s']} s (compose {report['compose_s']}, plan {report['plan_s']}, "
           f"record {report['record_s']}, submit {report['submit_s']}); sbatch calls: "
           f"{report['submit_calls'].get('sbatch', 0)} (= {report['arrays']} arrays + 1 analysis job)")
+    print(f"plan+submit CPU: {report['total_cpu_s']} s (compose {report['compose_cpu_s']}, plan {report['plan_cpu_s']}, "
+          f"record {report['record_cpu_s']}, submit {report['submit_cpu_s']}); load average {report['load_avg_1m']} "
+          f"on {report['cores']} cores")
     print(f"rerun of the same command: {report['rerun_cli_s']} s, submitted nothing: {report['rerun_submitted_nothing']}")
+    if report.get("hydra"):
+        print(report["hydra"])
     if report.get("hydra_submit_s"):
         print(f"hydra-submitit-launcher, same {report['points']} points: {report['hydra_submit_s']} s to submit "
               f"({report['hydra_sbatch_calls']} sbatch call); ratio {report['hydra_over_ours']}x ours")

@@ -22,6 +22,7 @@ from analysis import load_sweep
 from analysis import plots as P
 from analysis.report import build_report
 from analysis.synthetic import make_sweep
+from fixtures_smoke import REPO as ROOT
 from fixtures_smoke import smoke_sweep  # noqa: F401  (registers the session fixture)
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
@@ -231,21 +232,42 @@ def test_html_is_self_contained_and_escaped(report):
     # the synthetic responses carry <script>, <img onerror> and </pre>: shown, escaped
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt; &amp; &lt;/pre&gt;" in html
     assert html.count('<mark class="bt">') > 10
-    assert "This doesn&#x27;t work, go back to Node #0,0.</mark>" in html
+    assert "<mark class=\"bt\">Wait, this doesn&#x27;t lead to the correct solution.</mark> Let me go back to step 0." in html
 
 
 def test_backtrack_highlighting():
-    from analysis.html import DEFAULT_BACKTRACK_RE, backtrack_regex, highlight
+    from analysis.html import backtrack_regex, highlight
 
-    pat = re.compile(DEFAULT_BACKTRACK_RE)
-    out = highlight("a<b> 12+7=19!=22^\nThis doesn't work, go back to Node #0,4.\nok", pat)
+    pat = backtrack_regex("countdown")
+    out = highlight("a<b> 12+7=19!=22^\n2^3=8\nWait, this doesn't lead to the correct solution. 16 is not", pat)
     assert "a&lt;b&gt;" in out
-    assert '<mark class="bt">^</mark>' in out
-    assert '<mark class="bt">This doesn&#x27;t work, go back to Node #0,4.</mark>' in out
+    assert '22<mark class="bt">^</mark>\n2^3=8' in out          # a `^` ends a dead-end line; 2^3 is no backtrack
+    assert '<mark class="bt">Wait, this doesn&#x27;t lead to the correct solution.</mark> 16' in out
     assert highlight("x" * 10, pat, max_chars=4).startswith("xxxx<span class=\"cut\">")
     assert "(none)" in highlight(None, pat)
-    assert backtrack_regex("countdown").search("12+7=19!=22^") is not None
-    assert backtrack_regex("no-such-task").pattern == DEFAULT_BACKTRACK_RE
+    # a task this checkout does not know: every task's phrases
+    assert backtrack_regex("no-such-task").search("Back at (2, 3)") is not None
+
+
+@pytest.mark.parametrize("style", ["compact", "paper"])
+def test_highlighted_backtracks_are_the_ones_the_task_counts(style):
+    """For every task with backtrack traces, a k=2 trace has exactly the 2 highlights its
+    count_backtracks counts (the markers are the tasks' own: PAPER_MARKERS and `^`)."""
+    import random
+
+    import yaml
+
+    from analysis.html import backtrack_regex
+    from reasoning360.tasks import TASKS, get_task
+
+    for name in TASKS:
+        task = get_task(name)
+        if not task.backtrack_sft:
+            continue
+        params = yaml.safe_load((ROOT / "configs" / "task" / f"{name}.yaml").read_text())["params"]["cpu"]
+        problem = task.generate(4, 0, task.split_params(params, "sft"))[0]
+        trace = task.trace(problem, 2, style, random.Random(0))
+        assert len(backtrack_regex(name).findall(trace)) == task.count_backtracks(trace) == 2, (name, trace)
 
 
 def _chromium(args: list[str], timeout: int = 120) -> subprocess.CompletedProcess:

@@ -6,6 +6,13 @@ have), so nothing is defaulted in Python: a key the YAML tree lacks is an error,
 written. Cross-field rules (mini_batch_size <= batch_size, a model directory that holds a
 checkpoint, a usable root, ...) live in reasoning360.sweep.main.validate.
 
+Names that select an implementation come from the registries, so adding one never edits this
+file: `engine.name` from reasoning360.engines.ENGINES, `rollout.backend` from
+reasoning360.rollout.registry.BACKENDS (read when a config is checked, so `register`ed names
+count). A launcher's name is checked by the launcher registry (reasoning360.launchers, a layer
+above this one) before anything is written, and its keys by its own `validate`; only the local
+launcher's keys are checked here.
+
 `SCOPES` says where each key goes: `spec` (hashed into the stage specs that use it), `runtime`
 (how a stage runs, not what it produces: recorded beside the spec, unhashed), `launcher` (read
 by the launcher: paths, sweep, launcher, cluster), `grid` (the expansion). The contract test
@@ -18,9 +25,11 @@ import math
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt,
-                      ValidationError, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
+                      StrictBool, StrictInt, Tag, ValidationError, model_validator)
 
+from ..engines import ENGINES
+from ..rollout.registry import BACKENDS
 from .grid import GridError
 
 
@@ -46,6 +55,17 @@ Beta = Annotated[Num, Field(ge=0, lt=1)]
 SLUG = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 Slug = Annotated[str, Field(pattern=SLUG)]
 NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+
+def registered(registry: dict[str, Any], what: str) -> AfterValidator:
+    """A name that must be a key of `registry` (looked up when the config is checked)."""
+    def check(name: str) -> str:
+        if name not in registry:
+            raise ValueError(f"unknown {what} (known: {', '.join(registry)})")
+        return name
+    return AfterValidator(check)
+
 
 BASELINE_NAMES = Literal["cold_start", "short_cot_correct", "short_cot_incorrect", "long_cot_correct",
                          "long_cot_incorrect", "long_cot_wrong_format"]
@@ -226,7 +246,7 @@ class VLLMSettings(Section):
 
 
 class Rollout(Section):
-    backend: Literal["builtin", "vllm"]
+    backend: Annotated[str, registered(BACKENDS, "rollout backend")]
     workers: NonNegInt
     threads_per_worker: PosInt
     vllm: VLLMSettings
@@ -255,8 +275,10 @@ class Distill(Section):
 
 # ----------------------------------------------------------------------------- engines
 
-class LocalEngine(Section):
-    name: Literal["local"]
+class Engine(Section):
+    """An engine whose section is just these keys: local, and any engine registered in
+    reasoning360.engines.ENGINES without a block of its own."""
+    name: Annotated[str, registered(ENGINES, "engine")]
     device: Literal["auto", "cpu", "cuda"]
     threads: NonNegInt                 # 0: every core the stage gets
 
@@ -267,11 +289,18 @@ class VerlSettings(Section):
     sft_overrides: list[str]
 
 
+VERL_ENGINES = ("verl_fsdp", "verl_megatron")
+
+
 class VerlEngine(Section):
-    name: Literal["verl_fsdp", "verl_megatron"]
+    name: Literal[VERL_ENGINES]
     device: Literal["auto", "cpu", "cuda"]
     threads: NonNegInt
     verl: VerlSettings
+
+
+def _engine_shape(v: Any) -> str:
+    return "verl" if _name(v) in VERL_ENGINES else "plain"
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -281,9 +310,20 @@ class LocalLauncher(Section):
     workers: Union[Literal["auto"], PosInt]
 
 
-class SlurmLauncher(Section):
-    model_config = ConfigDict(extra="allow", frozen=True)   # the Slurm launcher checks its own keys
-    name: Literal["slurm"]
+class OtherLauncher(Section):
+    """Any other launcher (slurm, or one registered in reasoning360.launchers.LAUNCHERS): its
+    name is checked by that registry and its keys by its own `validate`, before anything is
+    written."""
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Slug
+
+
+def _launcher_shape(v: Any) -> str:
+    return "local" if _name(v) == "local" else "other"
+
+
+def _name(v: Any) -> Any:
+    return v.get("name") if isinstance(v, dict) else getattr(v, "name", None)
 
 
 class Config(Section):
@@ -294,8 +334,10 @@ class Config(Section):
     sweep: Sweep
     tracking: Tracking
     model: Model
-    engine: Annotated[Union[LocalEngine, VerlEngine], Field(discriminator="name")]
-    launcher: Annotated[Union[LocalLauncher, SlurmLauncher], Field(discriminator="name")]
+    engine: Annotated[Union[Annotated[Engine, Tag("plain")], Annotated[VerlEngine, Tag("verl")]],
+                      Discriminator(_engine_shape)]
+    launcher: Annotated[Union[Annotated[LocalLauncher, Tag("local")], Annotated[OtherLauncher, Tag("other")]],
+                        Discriminator(_launcher_shape)]
     cluster: dict[str, Any]                  # the site profile: checked by the Slurm launcher
     data: Data
     pretrain: Pretrain
@@ -340,8 +382,8 @@ def check(c: dict[str, Any]) -> None:
 def _one_line(e: ValidationError) -> str:
     err = e.errors(include_url=False)[0]
     loc = [str(x) for x in err["loc"]]
-    # discriminated unions put the tag in the path (engine.local.device): drop it
-    if len(loc) >= 2 and loc[0] in ("engine", "launcher") and loc[1] in ("local", "verl_fsdp", "verl_megatron", "slurm"):
+    # discriminated unions put the tag in the path (engine.plain.device): drop it
+    if len(loc) >= 2 and loc[0] in ("engine", "launcher") and loc[1] in ("plain", "verl", "local", "other"):
         loc = [loc[0]] + loc[2:]
     key = ".".join(loc) or "config"
     kind, msg = err["type"], err["msg"]

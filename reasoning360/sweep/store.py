@@ -186,8 +186,14 @@ class StageDir:
         output (device, threads, workers, tracking). Never rewritten once the stage is DONE."""
         if self.is_done():
             return
-        text = json.dumps({"spec": spec, "runtime": runtime}, indent=1, sort_keys=True, default=str)
-        atomic.write_text(self._f(SPEC), text + "\n")
+        text = json.dumps({"spec": spec, "runtime": runtime}, indent=1, sort_keys=True, default=str) + "\n"
+        try:                # the same sweep again: reading is much cheaper than replacing
+            with open(self._f(SPEC)) as fh:
+                if fh.read() == text:
+                    return
+        except OSError:
+            pass
+        atomic.write_text(self._f(SPEC), text)
 
     def note_job(self, ref: str, sweep_dir: str | os.PathLike) -> None:
         atomic.write_text(self._f(JOB), f"{ref} {sweep_dir}\n")

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .. import atomic
+from .. import atomic, stages as kinds
 from .plan import Plan, PointPlan, Stage
 from .grid import Point
 from .store import Store
@@ -84,7 +84,11 @@ def load_plan(sweep_dir: str | Path) -> tuple[Plan, Store]:
     rec = json.loads(path.read_text())
     stages = {sid: Stage(sid, s["kind"], {}, {}, dict(s["deps"]), s.get("points", []))
               for sid, s in rec["stages"].items()}
-    points = [PointPlan(Point(p["task"], p["k"], p["baseline"], p["seed"], p.get("axes") or {}), p["stages"])
+    # plan.json keeps a point's roles sorted by name; give them back in pipeline order, as planned
+    # (a point's "first unfinished stage" means the same in every reader)
+    order = {role: i for i, role in enumerate(kinds.role_names())}
+    points = [PointPlan(Point(p["task"], p["k"], p["baseline"], p["seed"], p.get("axes") or {}),
+                        dict(sorted(p["stages"].items(), key=lambda kv: order.get(kv[0], len(order)))))
               for p in rec["points"]]
     return Plan(points, stages), Store(rec["store"])
 
