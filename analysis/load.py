@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from reasoning360.sweep import sweepdir
-from reasoning360.sweep.store import STATES, StageDir
+from reasoning360.sweep.store import STATES, StageDir, StageState, point_state
 from reasoning360.tracking import last_step
 TRAIN_ROLES = ("sft", "rl")
 EVAL_ROLES = ("sft_eval", "rl_eval")
@@ -148,7 +148,8 @@ def load_sweep(sweep: str | os.PathLike, *, sweeps_root: str | os.PathLike | Non
                 st = state_cache[sid] = _stage_state(store / sid)
             states[role] = st
             stage_rows.append({**row, "role": role, "kind": rec["stages"].get(sid, {}).get("kind", role),
-                               "stage_id": sid, "state": st["state"], "last_step": st["last_step"],
+                               "stage_id": sid, "state": st["state"], "detail": st["detail"],
+                               "last_step": st["last_step"],
                                "wall_s": st["wall_s"], "error": st["error"]})
             if role in EVAL_ROLES:
                 summ = st["summary"] if st["state"] == "done" else {}
@@ -229,7 +230,7 @@ def _stage_state(path: Path) -> dict[str, Any]:
     use), with its last logged step, wall seconds and error."""
     sd = StageDir(path)
     st = sd.state()
-    out: dict[str, Any] = {"state": st.state, "last_step": math.nan, "wall_s": math.nan,
+    out: dict[str, Any] = {"state": st.state, "detail": st.detail, "last_step": math.nan, "wall_s": math.nan,
                            "error": st.detail if st.state == "failed" else "", "summary": {}}
     if st.state == "done":
         out["summary"] = sd.summary()
@@ -244,27 +245,23 @@ def _stage_state(path: Path) -> dict[str, Any]:
 
 
 def _point_state(states: dict[str, dict]) -> tuple[str, str]:
-    """A point's state and, when it is not done, what is missing and why."""
+    """A point's state (reasoning360.sweep.store.point_state: the one rule the results table and
+    `r360 status` use) and, when it is not done, what is missing and why."""
     if not states:
         return "not started", "no stages planned"
-    not_done = [r for r, s in states.items() if s["state"] != "done"]
-    if not not_done:
+    st, role = point_state({r: StageState(s["state"], s["detail"]) for r, s in states.items()})
+    if role is None:
         return "done", ""
-    failed = [r for r in not_done if states[r]["state"] == "failed"]
+    not_done = [r for r, s in states.items() if s["state"] != "done"]
     evals = [r for r in EVAL_ROLES if r in not_done] or not_done[-1:]
     what = "no " + " / ".join(evals)
-    if failed:
-        r = failed[0]
-        err = states[r]["error"]
-        return "failed", f"{what}: {r} failed" + (f" ({err[:200]})" if err else "")
-    for st in ("running", "interrupted"):
-        rs = [r for r in not_done if states[r]["state"] == st]
-        if rs:
-            r = rs[0]
-            step = states[r]["last_step"]
-            at = f" at step {int(step)}" if not math.isnan(step) else ""
-            return st, f"{what}: {r} {st}{at}"
-    return "not started", f"{what}: {not_done[0]} not started"
+    if st.state == "failed":
+        err = states[role]["error"]
+        return "failed", f"{what}: {role} failed" + (f" ({err[:200]})" if err else "")
+    step = states[role]["last_step"]
+    at = f" at step {int(step)}" if not math.isnan(step) else ""
+    why = f" ({st.detail})" if st.detail else ""
+    return st.state, f"{what}: {role} {st.state}{why}{at}"
 
 
 # ---------------------------------------------------------------------------- steps

@@ -616,8 +616,10 @@ def test_smoke_sweep_table_matches_items(smoke_sweep):
         assert row["seeds"] == seeds
         assert row["acc_lo"] <= row["acc"] <= row["acc_hi"]
     # the summaries the sweeper wrote agree with the items
-    for _, e in s.evals.iterrows():
+    for _, e in s.evals.iterrows():           # summaries: the primary protocol at the last step
         items = pd.read_parquet(s.store / e["stage_id"] / "items.parquet")
+        summary = json.loads((s.store / e["stage_id"] / "summary.json").read_text())
+        items = items[(items["protocol"] == summary["primary"]) & (items["step"] == items["step"].max())]
         assert e["accuracy"] == pytest.approx(items["correct"].mean())
         assert e["n"] == len(items)
         assert e["mean_backtracks"] == pytest.approx(items["backtracks"].mean())

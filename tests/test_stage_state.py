@@ -37,7 +37,8 @@ pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=str(engine_
 
 STEPS = 40
 OVERRIDES = ["+grid=smoke", "grid.backtracks=[0]", "sweep.name=states", "data.sft_size=64", "data.train_size=8",
-             "data.val_size=4", "data.test_size=8", f"sft.max_steps={STEPS}", "sft.batch_size=8", "sft.save_every=5"]
+             "data.val_size=4", "data.test_size=8", f"sft.max_steps={STEPS}", "sft.batch_size=8", "sft.save_every=5",
+             "pretrain.train.max_steps=0"]
 
 
 def runner(store: Path, sid: str) -> subprocess.Popen:

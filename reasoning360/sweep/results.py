@@ -12,20 +12,17 @@ from typing import Any
 
 from .. import atomic
 from .plan import Plan
-from .store import Store
+from .store import Store, point_state
 
 COLUMNS = ["point", "task", "k", "baseline", "seed", "sft_acc", "rl_acc", "rl_format",
            "rl_tokens", "rl_backtracks", "wall_s", "state"]
 
 
-def point_state(plan: Plan, store: Store, stages: dict[str, str]) -> str:
-    """"done", or the state of the point's first unfinished stage and its role, e.g.
+def point_label(store: Store, stages: dict[str, str]) -> str:
+    """"done", or the point's state (store.point_state) and the role it comes from, e.g.
     "interrupted (killed): rl"."""
-    for role, sid in stages.items():
-        st = store.stage(sid).state()
-        if st.state != "done":
-            return f"{st.label}: {role}"
-    return "done"
+    st, role = point_state({r: store.stage(sid).state() for r, sid in stages.items()})
+    return st.label if role is None else f"{st.label}: {role}"
 
 
 def rows(plan: Plan, store: Store) -> list[dict[str, Any]]:
@@ -41,7 +38,7 @@ def rows(plan: Plan, store: Store) -> list[dict[str, Any]]:
                "rl_format": _get(rl_eval, "format_rate"), "rl_tokens": _get(rl_eval, "mean_response_tokens"),
                "rl_backtracks": _get(rl_eval, "mean_backtracks"),
                "wall_s": sum(s.get("wall_s", 0.0) for s in summaries.values() if s),
-               "state": point_state(plan, store, pp.stages)}
+               "state": point_label(store, pp.stages)}
         out.append(row)
     return out
 

@@ -57,6 +57,21 @@ class StageState:
         return f"{self.state} ({self.detail})" if self.detail else self.state
 
 
+POINT_ORDER = ("failed", "running", "interrupted", "not started")
+
+
+def point_state(states: dict[str, StageState]) -> tuple[StageState, str | None]:
+    """A grid point's state from its stages' (role -> StageState, in pipeline order): done when
+    every stage is; else the most telling unfinished stage — the first failed one, else running,
+    else interrupted, else not started — and its role. The results table, `r360 status` and the
+    analysis loader all say a point's state through this."""
+    for wanted in POINT_ORDER:
+        for role, st in states.items():
+            if st.state == wanted:
+                return st, role
+    return StageState("done"), None
+
+
 class StageBusy(RuntimeError):
     """Another process holds the stage's lock."""
 
