@@ -102,6 +102,10 @@ class Keeper:
                                 "it; keep more checkpoints (keep_checkpoints) or save less often (save_every)")
             out.append(merge_checkpoint(src, model_dir(self.stage, step), python=self.python, backend=self.backend))
             shutil.rmtree(self.snap(step), ignore_errors=True)
+        try:
+            (self.stage / SNAP_DIR).rmdir()           # gone once every kept step is merged
+        except OSError:
+            pass
         return out
 
 
