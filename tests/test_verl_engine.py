@@ -561,3 +561,86 @@ def test_verl_processes_survive_slurms_usr2(tmp_path):
     threading.Thread(target=usr2, daemon=True).start()
     assert run_process([sys.executable, "-c", code], log_path=tmp_path / "log", echo=False, poll_s=0.1) == 0
     assert "alive" in (tmp_path / "log").read_text()
+
+
+# ------------------------------------------------------------------------- kept models (keep.py)
+
+
+def _fake_checkpoint(step_dir, actor: bool):
+    """The files of one verl FSDP checkpoint (RL: under actor/), with a full HF export so the
+    merge needs no verl."""
+    d = step_dir / "actor" if actor else step_dir
+    (d / "huggingface").mkdir(parents=True)
+    for name in ("model_world_size_1_rank_0.pt", "optim_world_size_1_rank_0.pt", "extra_state_world_size_1_rank_0.pt",
+                 "fsdp_config.json", "huggingface/config.json", "huggingface/model.safetensors"):
+        (d / name).write_text(name)
+    (step_dir / ("data.pt" if actor else "data_0.pt")).write_text("dataloader")
+
+
+def test_kept_steps_are_set_aside_by_verls_hook_and_merged(tmp_path, monkeypatch):
+    from reasoning360.engines.verl.keep import Keeper, KeepError, SnapshotOnSave
+
+    stage, ckpt = tmp_path / "rl-x", tmp_path / "rl-x" / "checkpoints"
+    monkeypatch.setenv("R360_KEEP_STEPS", "2,4")
+    hook = SnapshotOnSave(config=None)
+    for step in (1, 2, 3):                        # verl saves, calls its hook, prunes the older one (keep 1)
+        _fake_checkpoint(ckpt / f"global_step_{step}", actor=True)
+        hook.on_save(trainer=None, global_step=step, checkpoint_dir=str(ckpt / f"global_step_{step}"))
+        (ckpt / "latest_checkpointed_iteration.txt").write_text(str(step))
+        if step > 1:
+            import shutil
+
+            shutil.rmtree(ckpt / f"global_step_{step - 1}")
+    snap = stage / "kept_checkpoints" / "global_step_2"
+    assert sorted(p.name for p in snap.iterdir()) == ["fsdp_config.json", "huggingface", "model_world_size_1_rank_0.pt"]
+    assert not (stage / "kept_checkpoints" / "global_step_1").exists()       # not a kept step
+    kept = Keeper(stage, ckpt, [2], python="python", backend="fsdp", keys="rl.eval_steps").finish()
+    assert kept == [stage / "models" / "step_00000002"] and (kept[0] / "model.safetensors").exists()
+    assert not (stage / "kept_checkpoints").exists()                        # merged, then dropped
+    # SFT (no hook): the polling loop sets a checkpoint aside while it exists; one pruned unseen is an error
+    sft, sckpt = tmp_path / "sft-x", tmp_path / "sft-x" / "checkpoints"
+    keeper = Keeper(sft, sckpt, [2, 4], python="python", backend="fsdp", keys="sft.export_steps")
+    _fake_checkpoint(sckpt / "global_step_2", actor=False)
+    keeper.poll()                                 # not yet in latest_checkpointed_iteration.txt: still being written
+    assert not (sft / "kept_checkpoints").exists()
+    (sckpt / "latest_checkpointed_iteration.txt").write_text("2")
+    keeper.poll()
+    assert (sft / "kept_checkpoints" / "global_step_2" / "model_world_size_1_rank_0.pt").exists()
+    assert not (sft / "kept_checkpoints" / "global_step_2" / "data_0.pt").exists()
+    with pytest.raises(KeepError, match=r"^sft\.export_steps: verl pruned its checkpoint of step 4"):
+        keeper.finish()
+
+
+def test_strict_reads_save_freq_and_refusals(tmp_path):
+    """A key missing from a spec is a one-line error naming it; kept steps make save_freq a divisor;
+    what verl cannot do is refused in one line before anything runs."""
+    from reasoning360.engines.verl import _deps_from_store
+    from reasoning360.engines.verl import overrides as O
+
+    c, plan, store, rl = _paper_stage(tmp_path, "rl")
+    sft = next(s for s in plan.stages.values() if s.kind == "sft")
+
+    def values(st, **changes):
+        spec = {**st.spec, **{k: v for k, v in changes.items() if k in ("init_step",)}}
+        sect = st.kind
+        spec[sect] = {**st.spec[sect], **{k: v for k, v in changes.items() if k != "init_step"}}
+        for k, v in changes.items():
+            if v is KeyError:
+                del spec[sect][k]
+        d = store.root / st.id
+        return O.stage_overrides(spec, st.runtime, stage_dir=d, deps=_deps_from_store(spec, d), nnodes=1,
+                                 gpus_per_node=4, chat_template="{{ x }}")[1]
+
+    assert values(rl)["trainer.save_freq"] == 100 and values(sft)["trainer.save_freq"] == 20    # the paper's
+    assert values(rl, save_every=30)["trainer.save_freq"] == 10          # gcd(30, eval steps 100, 200)
+    assert values(sft, save_every=0, export_steps=[300])["trainer.save_freq"] == 300     # 0: at the end (+ kept)
+    assert values(rl, max_prompt_len=None)["data.max_prompt_length"] == 16384 - 4096
+    assert values(rl, val_every=0)["trainer.val_before_train"] is False
+    for st, key, value, msg in ((rl, "loss_agg_mode", "micro-token-mean", r"^rl\.loss_agg_mode: micro-token-mean"),
+                                (sft, "schedule", "linear", r"^sft\.schedule='linear': verl's FSDP optimizer"),
+                                (sft, "grad_clip", None, r"^sft\.grad_clip: null \(no clipping\)"),
+                                (rl, "weight_decay", KeyError, r"^rl\.weight_decay: missing"),
+                                (sft, "betas", KeyError, r"^sft\.betas: missing"),
+                                (rl, "clip_ratio_low", KeyError, r"^rl\.clip_ratio_low: missing")):
+        with pytest.raises(O.MappingError, match=msg):
+            values(st, **{key: value})
