@@ -251,14 +251,16 @@ def _initial_model(ctx) -> None:
         write_initial_model(spec["model"], int(spec["seed"]), Path(ctx.stage_dir))
 
 
-def _start(ctx, step: int | None = None, key: str = "model.path") -> tuple[Path, str]:
-    """(the HF directory the stage starts from, the chat template verl renders prompts with)."""
+def _start(ctx, step: int | None = None, key: str = "model.path"):
+    """(the HF directory the stage starts from, its tokenizer, the chat template verl renders
+    prompts with: data.chat_template_for)."""
     from .data import chat_template_for, load_tokenizer
 
     start = O.start_model(ctx.spec, ctx.deps, Path(ctx.stage_dir), step)
     if not (start / "config.json").exists():
         raise FileNotFoundError(f"{key}: {start} has no model (an upstream step it was not asked to keep?)")
-    return start, chat_template_for(load_tokenizer(start))
+    tok = load_tokenizer(start)
+    return start, tok, chat_template_for(tok)
 
 
 def kept(spec: dict[str, Any]) -> list[int]:
@@ -278,11 +280,8 @@ def run_sft(ctx) -> dict[str, Any]:
     spec = ctx.spec
     sft = spec["sft"]
     _initial_model(ctx)
-    start, template = _start(ctx)
-    from .data import load_tokenizer
-
-    counts = write_sft_messages(ctx.deps["traces"], Path(ctx.stage_dir) / O.SFT_FILE, load_tokenizer(start),
-                                template, spec)
+    _, tok, template = _start(ctx)
+    counts = write_sft_messages(ctx.deps["traces"], Path(ctx.stage_dir) / O.SFT_FILE, tok, template, spec)
     summary = _train(ctx, "sft", int(sft["max_steps"]), counts["rows"], keep=kept(spec),
                      keep_keys="sft.export_steps", chat_template=template)
     return {**summary, "examples": counts["rows"], "too_long": counts["too_long"], "dropped": counts["dropped"],
@@ -294,7 +293,7 @@ def run_grpo(ctx) -> dict[str, Any]:
 
     spec = ctx.spec
     _initial_model(ctx)
-    _, template = _start(ctx, key="rl.init_step" if spec["init_step"] is not None else "model.path")
+    _, _, template = _start(ctx, key="rl.init_step" if spec["init_step"] is not None else "model.path")
     rows = count_rows(Path(ctx.deps["data"]) / "train.parquet")
     summary = _train(ctx, "rl", int(spec["rl"]["steps"]), rows, keep=kept(spec), keep_keys="rl.eval_steps",
                      chat_template=template)
@@ -322,7 +321,7 @@ def run_eval(ctx) -> dict[str, Any]:
     items.parquet and summary (engines.eval_items)."""
     from ..eval_items import stage_summary, step_label, summarize, summary_metrics, write_items
     from ..local.data import read_rows, split_path
-    from .data import eval_items, load_tokenizer, read_generations
+    from .data import eval_items, read_generations
     from .launch import VerlFailed, log_tail, run_process, write_script
     from ..context import Preempted
 
@@ -341,15 +340,15 @@ def run_eval(ctx) -> dict[str, Any]:
     t0 = time.time()
     runs = []
     for step, protocol in eval_runs(spec):
-        start, template = _start(ctx, step, key="eval steps")
+        _, tok, template = _start(ctx, step, key="steps (the upstream stage's sft.export_steps / rl.eval_steps)")
         cmd, _ = stage_command(spec, ctx.runtime, stage, ctx.deps, nnodes, gpus, chat_template=template,
                                device=device, step=step, protocol=protocol)
-        runs.append((step, protocol, start, cmd))
+        runs.append((step, protocol, tok, cmd))
     write_script(stage / O.CMD_FILE, [r[3] for r in runs],
                  note=f"verl eval stage {stage.name}: {len(runs)} run(s), {nnodes} node(s) x {gpus} GPU(s)")
     items: list[dict] = []
     by_step: dict[str, dict[str, Any]] = {}
-    for step, (name, proto), start, cmd in runs:
+    for step, (name, proto), tok, cmd in runs:
         at = step_label(spec, step)
         gen = O.gen_dir(stage, at, name)
         if not any(gen.glob("*.jsonl")):
@@ -360,7 +359,7 @@ def run_eval(ctx) -> dict[str, Any]:
                 raise Preempted(f"verl eval stopped on request (step {at}, protocol {name})")
             if code != 0:
                 raise VerlFailed(f"verl eval exited with {code}; see {log_path}\n{log_tail(log_path)}")
-        got = eval_items(rows, read_generations(gen), load_tokenizer(start), int(proto["n"]))
+        got = eval_items(rows, read_generations(gen), tok, int(proto["n"]))
         items += [{**it, "step": at, "protocol": name} for it in got]
         by_step.setdefault(str(at), {})[name] = summarize(got, int(proto["n"]))
     write_items(stage / "items.parquet", items)
