@@ -18,6 +18,11 @@ Signals (the preemption flow):
   * TERM (scancel, or the time limit itself): raised as KeyboardInterrupt in the main thread,
     so the runner records the attempt as interrupted, the `with RayCluster` block kills Ray
     by PID, and the job exits 143.
+  * Node loss (several nodes): the Ray bootstrap's watchdog names a node whose step died or
+    went silent and raises NodeLost in rank 0 at once; the job is requeued like a preemption,
+    or, past `launcher.max_requeue`, the stage is marked failed with the node's name and why
+    (what `r360 status` shows) and the job cancels itself rather than wait for Slurm to notice
+    the node (SlurmdTimeout) and requeue it regardless.
 Requeues are capped at `launcher.max_requeue` (SLURM_RESTART_COUNT).
 
 Test hook: R360_FAIL_ONCE=<file> whose content is a role, kind or stage-id prefix makes the
@@ -149,7 +154,7 @@ def run_task(doc: dict, tid: int) -> int:
     """Run task `tid` of an array document on this rank; the process exit code."""
     from reasoning360.engines.context import Preempted
     from reasoning360.sweep.store import Store
-    from reasoning360.ray.bootstrap import RayCluster
+    from reasoning360.ray.bootstrap import NodeLost, RayCluster
 
     sid = doc["tasks"][str(tid)]
     role, kind = doc["role"], doc["kind"]
@@ -166,11 +171,13 @@ def run_task(doc: dict, tid: int) -> int:
     sig.install()
     cluster = None
     if doc.get("ray"):
+        # one shared dir per job and run: a requeued run never reads the head of the previous one
         cluster = RayCluster(key=key, rank=rank, hosts=hosts,
-                             shared_dir=Path(doc["sweep_dir"]) / "slurm" / "ray" / key,
+                             shared_dir=Path(doc["sweep_dir"]) / "slurm" / "ray" / key / f"run{restarts}",
                              num_cpus=int(os.environ.get("SLURM_CPUS_PER_TASK") or doc.get("cpus") or 1),
                              num_gpus=int(doc.get("gpus") or 0), interface=doc.get("network_interface"),
-                             join_timeout_s=float(doc.get("ray_join_timeout_s") or 180))
+                             join_timeout_s=float(doc.get("ray_join_timeout_s") or 180),
+                             driver_cpus=1)     # the stage runs on the head, outside Ray
     if rank > 0:
         if cluster is None:
             return 0
@@ -180,6 +187,9 @@ def run_task(doc: dict, tid: int) -> int:
                 cluster.wait_released()
         except KeyboardInterrupt:
             return 143
+        if cluster.head_lost:
+            _log(f"rank {rank} on {socket.gethostname()}: the head is lost ({cluster.head_lost}); leaving")
+            return 1
         return 0
 
     _inject_failure(sid, role, kind)
@@ -196,6 +206,8 @@ def run_task(doc: dict, tid: int) -> int:
     except Preempted as e:
         _log(f"preempted: {e}")
         return _requeue(doc, store, sid, restarts)
+    except NodeLost as e:
+        return _node_lost(doc, store, sid, restarts, e)
     except KeyboardInterrupt:
         if sig.usr2_at is not None and not sig.terminated:
             _log("USR2 grace period over: interrupted without a step-boundary checkpoint")
@@ -279,8 +291,34 @@ def _hosts() -> list[str]:
     return expand_nodelist(nodelist)
 
 
+def _max_requeue(doc: dict) -> int:
+    v = doc.get("max_requeue")
+    return 10 if v is None else int(v)      # 0 means 0: never requeued
+
+
+def _node_lost(doc: dict, store, sid: str, restarts: int, err) -> int:
+    """Another node of the job is gone (its step died, or it went silent): requeue the job per
+    launcher.max_requeue, else mark the stage failed with the node's name and end the job now.
+    Slurm would otherwise keep it until SlurmdTimeout, then requeue it on its own terms."""
+    _log(f"{err}")
+    if restarts < _max_requeue(doc) and os.environ.get("SLURM_JOB_ID"):
+        return _requeue(doc, store, sid, restarts)
+    msg = (f"{err}; not requeued (restart {restarts}, launcher.max_requeue={_max_requeue(doc)}); "
+           "resubmit with r360 resubmit --failed")
+    store.stage(sid).mark_failed(msg + "\n")
+    _log(msg)
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        import subprocess
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # scancel signals this step too
+        sys.stdout.flush()
+        subprocess.run(["scancel", job], capture_output=True, timeout=60)
+    return 1
+
+
 def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
-    limit = int(doc.get("max_requeue") or 10)
+    limit = _max_requeue(doc)
     if restarts >= limit:
         msg = (f"not requeued: preempted or timed out {restarts + 1} times "
                f"(launcher.max_requeue={limit}); resubmit with r360 resubmit --failed")
