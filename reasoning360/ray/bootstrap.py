@@ -301,7 +301,8 @@ class RayCluster:
                 self.network = network.choose(self.interface, peers=self.hosts[1:])
             else:
                 head = self._wait_head()
-                self._client = watchdog.Client(head["watch"], self.rank, socket.gethostname())
+                self._client = watchdog.Client(head["watch"], self.rank, socket.gethostname(),
+                                               timeout_s=self.join_timeout_s)
                 self.network = network.choose(self.interface, head_ip=head["ip"])
         except (network.NetworkError, ConnectionError) as e:
             raise RayBootstrapError(str(e)) from None
@@ -331,7 +332,13 @@ class RayCluster:
         if self.rank == 0:
             self.address = self._wait_gcs(ports["port"])
             os.environ["RAY_ADDRESS"] = self.address
+            # torchrun's c10d rendezvous on the head: a free port of this job's slot, and the
+            # head by name (torchrun hosts the store on the node whose *hostname* matches the
+            # endpoint; an IP endpoint matches nothing where the hostname resolves to 127.0.1.1,
+            # and every agent then waits for a store nobody started)
             os.environ["R360_RDZV_PORT"] = str(ports["rendezvous-port"])
+            os.environ["MASTER_ADDR"] = socket.gethostname()
+            os.environ["MASTER_PORT"] = str(ports["rendezvous-port"])
             self._wait_nodes()
             self.joined_s = time.monotonic() - t0
             _log(f"Ray cluster up at {self.address}: all {len(self.hosts)} node(s) joined in "

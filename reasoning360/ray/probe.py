@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         with rc:
             view = {"rank": rank, "host": me, "pid": os.getpid(), "network": asdict(rc.network),
                     "env": {k: os.environ.get(k) for k in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME",
-                                                           "R360_NODE_IP", "RAY_ADDRESS", "R360_RDZV_PORT")},
+                                                           "R360_NODE_IP", "RAY_ADDRESS", "R360_RDZV_PORT",
+                                                           "MASTER_ADDR", "MASTER_PORT")},
                     "slot": rc.slot.slot, "ports": rc.slot.ports(), "temp_dir": str(rc.temp_dir)}
             atomic.write_json(out / f"rank-{rank}.json", view)
             if rank > 0:

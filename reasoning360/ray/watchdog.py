@@ -19,7 +19,8 @@ import time
 from typing import Callable
 
 HEARTBEAT_S = 1.0
-TIMEOUT_S = 10.0         # silence after which a peer counts as lost (node down, link cut)
+TIMEOUT_S = 30.0         # silence after which a peer counts as lost (node down, link cut); a closed
+                         # connection counts at once
 RELEASE = b"\x01"
 BEAT = b"\x00"          # bytes that never occur in the text lines
 

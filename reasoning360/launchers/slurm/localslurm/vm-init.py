@@ -11,6 +11,10 @@ machine's shared filesystem, as compute nodes share NFS.
 Then it reaps orphans (daemons double-fork; Ray's reaper detaches) until it is killed;
 when it dies the kernel kills every process of the machine at once, as a power cut would.
 
+No DNS server is reachable from the cluster's networks, so /etc/resolv.conf points at the node
+itself, where nothing answers: a name that is not in /etc/hosts fails at once instead of after
+the resolver's timeouts (torch's c10d, for one, looks up every peer's name).
+
 usage: vm-init.py NAME HOSTS_FILE NODE_TMP READY_FILE
 """
 
@@ -34,6 +38,10 @@ def main() -> None:
     subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
     subprocess.run(["mount", "--move", cg, "/sys/fs/cgroup"], check=True)
     subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)
+    resolv = os.path.join(node_tmp, ".resolv.conf")
+    with open(resolv, "w") as fh:
+        fh.write("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
     os.makedirs("/tmp/r360-ray", exist_ok=True)
     subprocess.run(["mount", "--bind", node_tmp, "/tmp/r360-ray"], check=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))   # init exits -> the kernel kills the machine
