@@ -9,6 +9,7 @@ need it are skipped with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -98,7 +99,11 @@ class VirtualCluster:
 
     def env(self, extra: dict | None = None) -> dict:
         """os.environ with this cluster's clients first on PATH (for subprocesses)."""
-        return {**os.environ, "SLURM_CONF": self.conf, "PATH": f"{self.bin}:{os.environ['PATH']}", **(extra or {})}
+        return {**os.environ, **self.client_env(), **(extra or {})}
+
+    def client_env(self) -> dict:
+        """What a shell needs to use this cluster (what `virtual-cluster.sh env` exports)."""
+        return {"SLURM_CONF": self.conf, "PATH": f"{self.bin}:{os.environ['PATH']}"}
 
     def use(self, monkeypatch) -> None:
         """Point this test process's Slurm calls (slurm_query, ...) at the virtual cluster."""
@@ -126,6 +131,12 @@ class VirtualCluster:
             except OSError:
                 continue
         return None
+
+    def rx_bytes(self, node: str, iface: str = "eth0") -> int:
+        """Bytes a machine has received on an interface (its side of the cable)."""
+        out = subprocess.run(["ip", "-n", f"r360vc-{node}", "-s", "-j", "link", "show", iface], capture_output=True,
+                             text=True, check=True).stdout
+        return int(json.loads(out)[0]["stats64"]["rx"]["bytes"])
 
     def power_off(self, node: str) -> None:
         p = self.sh("kill", node)

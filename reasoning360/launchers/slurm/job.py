@@ -291,19 +291,15 @@ def _hosts() -> list[str]:
     return expand_nodelist(nodelist)
 
 
-def _max_requeue(doc: dict) -> int:
-    v = doc.get("max_requeue")
-    return 10 if v is None else int(v)      # 0 means 0: never requeued
-
-
 def _node_lost(doc: dict, store, sid: str, restarts: int, err) -> int:
     """Another node of the job is gone (its step died, or it went silent): requeue the job per
     launcher.max_requeue, else mark the stage failed with the node's name and end the job now.
     Slurm would otherwise keep it until SlurmdTimeout, then requeue it on its own terms."""
     _log(f"{err}")
-    if restarts < _max_requeue(doc) and os.environ.get("SLURM_JOB_ID"):
+    limit = int(doc["max_requeue"])
+    if restarts < limit and os.environ.get("SLURM_JOB_ID"):
         return _requeue(doc, store, sid, restarts)
-    msg = (f"{err}; not requeued (restart {restarts}, launcher.max_requeue={_max_requeue(doc)}); "
+    msg = (f"{err}; not requeued (restart {restarts}, launcher.max_requeue={limit}); "
            "resubmit with r360 resubmit --failed")
     store.stage(sid).mark_failed(msg + "\n")
     _log(msg)
@@ -318,7 +314,7 @@ def _node_lost(doc: dict, store, sid: str, restarts: int, err) -> int:
 
 
 def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
-    limit = _max_requeue(doc)
+    limit = int(doc.get("max_requeue") or 10)
     if restarts >= limit:
         msg = (f"not requeued: preempted or timed out {restarts + 1} times "
                f"(launcher.max_requeue={limit}); resubmit with r360 resubmit --failed")

@@ -6,7 +6,8 @@ metrics.jsonl), and — for a Slurm sweep — exactly one `squeue --json` and on
 no longer reports falls back to what its directory says; a sweep run by the local launcher
 (no jobs.json) is read from the directories alone.
 
-States: done, running, pending (reason), failed, cancelled, preempted, not submitted.
+States: done, running, pending (reason), failed (reason), cancelled, preempted, not submitted.
+A job pending on a dependency that can never be satisfied is failed, not pending forever.
 """
 
 from __future__ import annotations
@@ -201,6 +202,8 @@ def stage_row(sd: _Dir, kind: str, ref: str | None, q: dict, acct: dict, totals:
         r.elapsed = summ.get("wall_s")
         if kind == "eval":
             r.metric_name, r.metric = "accuracy", summ.get("accuracy")
+    elif t is not None and t.state in slurm_query.LIVE and never_runs(t):
+        r.state, r.reason = "failed", "dependency never satisfied"
     elif t is not None and t.state in slurm_query.LIVE:
         if t.state in RUNNING_STATES:
             r.state = "running"
@@ -223,7 +226,7 @@ def stage_row(sd: _Dir, kind: str, ref: str | None, q: dict, acct: dict, totals:
             if a.start and a.end:
                 r.elapsed = a.end - a.start
             if failure is not None or a.state in FAILED_STATES:
-                r.state, r.reason = "failed", (a.state.lower() if a.state in FAILED_STATES and a.state != "FAILED" else "")
+                r.state, r.reason = "failed", why_failed(a, failure)
             elif a.state == "CANCELLED":
                 r.state = "cancelled"
             elif a.state == "PREEMPTED":
@@ -246,6 +249,26 @@ def stage_row(sd: _Dir, kind: str, ref: str | None, q: dict, acct: dict, totals:
                     break
         r.total = _total(sd, kind, totals) if not done or r.step is None else (_total(sd, kind, totals) or r.step)
     return r
+
+
+# --- what Slurm's state says (kept apart from the directory state above)
+
+def never_runs(t: slurm_query.TaskState) -> bool:
+    """A pending job whose dependency can never be satisfied (an upstream job failed or was
+    cancelled; we submit with --kill-on-invalid-dep=no, so Slurm keeps it pending forever)."""
+    return t.state == "PENDING" and t.reason == "DependencyNeverSatisfied"
+
+
+def why_failed(a: slurm_query.TaskState, failure: str | None) -> str:
+    """The reason shown beside `failed`: the job's own one-line verdict when it left one (a
+    lost node, named, and why; a requeue limit), else what Slurm says (a node failure names
+    the job's nodes). A traceback is not a reason: `r360 logs` shows it."""
+    first = (failure or "").strip().splitlines()[:1]
+    if first and not first[0].startswith("Traceback"):
+        return first[0]
+    if a.state == "NODE_FAIL":
+        return f"node_fail on {a.nodes}" if a.nodes else "node_fail"
+    return a.state.lower() if a.state in FAILED_STATES and a.state != "FAILED" else ""
 
 
 def _from_dirs(sd: _Dir, failure: str | None, ref: str | None) -> str:
