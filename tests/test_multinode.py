@@ -44,10 +44,11 @@ def ended(vc, jid: str, timeout: float = 180) -> tuple[str, str]:
     """(state, exit code) once the job has ended (sacct)."""
     def done():
         out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", jid, "-o", "State,ExitCode"], capture_output=True,
-                             text=True, env=vc.env()).stdout.split()
+                             text=True, env=vc.env()).stdout.splitlines()
         if out and out[-1].split("|")[0] not in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING"):
             if not subprocess.run(["squeue", "-h", "-j", jid], capture_output=True, text=True, env=vc.env()).stdout.strip():
-                return tuple(out[-1].split("|"))
+                state, code = out[-1].split("|")
+                return state.split()[0], code        # "CANCELLED by 0" -> CANCELLED
         return None
     return wait_for(done, timeout, 0.5, f"job {jid} to end")
 
@@ -158,7 +159,7 @@ def test_two_jobs_sharing_nodes_never_collide(virtual_cluster, tmp_path):
     tokens and clusters; neither driver can attach to the other's cluster."""
     vc = virtual_cluster
     a_root, b_root = tmp_path / "a", tmp_path / "b"
-    b = probe(vc, b_root, 3, "--hold", "40", name="r360t-probe-b")
+    b = probe(vc, b_root, 3, "--hold", "600", name="r360t-probe-b")
     # job A's driver, once both clusters are up, tries to attach to B's with A's token
     attach = (f"import json,os,time,sys\n"
               f"from pathlib import Path\n"
@@ -171,9 +172,12 @@ def test_two_jobs_sharing_nodes_never_collide(virtual_cluster, tmp_path):
     a = submit(vc, a_root, 3, sys.executable, "-u", "-m", "reasoning360.ray.probe", str(a_root), "--run",
                sys.executable, "-c", _q(attach), name="r360t-probe-a")
     sa, _ = ended(vc, a, timeout=240)
-    sb, _ = ended(vc, b, timeout=240)
+    # then scancel B while it holds its cluster: every rank stops its own Ray (SIGTERM)
+    subprocess.run(["scancel", b], env=vc.env(), check=True)
+    sb, _ = ended(vc, b, timeout=120)
     la = logs(a_root, a)
-    assert sb == "COMPLETED", logs(b_root, b)
+    assert sb == "CANCELLED", logs(b_root, b)
+    assert all("Ray stopped on" in text for text in logs(b_root, b).values()), logs(b_root, b)
     assert "ATTACHED" not in la[0] and sa == "FAILED", la[0][-3000:]
     assert "InvalidAuthToken" in la[0]           # refused by B's GCS: A's token is not B's
     ra, rb = (json.loads((r / j / "probe.json").read_text()) for r, j in ((a_root, a), (b_root, b)))

@@ -328,7 +328,7 @@ class RayCluster:
         log = open(self.temp_dir / "ray-start.log", "ab")
         _log(f"rank {self.rank} on {socket.gethostname()}: ray start (slot {self.slot.slot}, temp {self.temp_dir})")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_ignore_preemption_signal)
         if self.rank == 0:
             self.address = self._wait_gcs(ports["port"])
             os.environ["RAY_ADDRESS"] = self.address
@@ -364,9 +364,9 @@ class RayCluster:
     def _on_lost(self, host: str, rank: int, why: str) -> None:
         err = NodeLost(host, rank, why)
         _log(f"{err}")
+        self.lost = err           # kept even when the cluster is already stopping: the job's verdict
         if self._stopped:
             return
-        self.lost = err
         if not self._up:
             return                # start() polls for it
         if self._main is not None:
@@ -414,7 +414,7 @@ class RayCluster:
             [sys.executable, "-m", "reasoning360.ray.bootstrap", "reap", str(os.getpid()),
              self.temp_dir.name],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_ignore_preemption_signal)
         p.wait()
 
     def _wait_gcs(self, port: int) -> str:
@@ -571,6 +571,15 @@ class RayCluster:
             (self.shared / "auth_token").unlink(missing_ok=True)
 
 
+def _ignore_preemption_signal() -> None:
+    """In `ray start` (and so in every Ray process it spawns: an ignored signal stays ignored
+    across exec) and in the reaper: Slurm delivers the preemption signal (USR2, `--signal`) to
+    every process of the job's steps, and its default action would kill the raylets and Ray
+    workers of every node under the job that is about to checkpoint. Only the job body acts
+    on it."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
 def _signal(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -596,6 +605,7 @@ def reap(parent: int, key: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     while _alive(parent):
         time.sleep(0.5)
     temp = RAY_TMP / key

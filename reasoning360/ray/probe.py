@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
                     num_cpus=int(os.environ.get("SLURM_CPUS_PER_TASK") or 1), interface=a.interface,
                     join_timeout_s=a.join_timeout, driver_cpus=1)
     me = socket.gethostname()
+
+    def term(signum, frame):          # scancel: stop this node's Ray on the way out, as the job does
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, term)
     try:
         with rc:
             view = {"rank": rank, "host": me, "pid": os.getpid(), "network": asdict(rc.network),
@@ -95,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except RayBootstrapError as e:
         print(f"[probe] error: {e}", flush=True)
         return 2
+    except KeyboardInterrupt:
+        print(f"[probe] rank {rank} on {me}: terminated", flush=True)
+        return 143
 
 
 if __name__ == "__main__":

@@ -181,9 +181,11 @@ def run_task(doc: dict, tid: int) -> int:
     if rank > 0:
         if cluster is None:
             return 0
+        # preemption (USR2) is rank 0's to handle: it checkpoints, then releases or requeues
+        # the whole job; a rank > 0 that acted on its own would look like a lost node
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         try:
             with cluster:
-                sig.install()
                 cluster.wait_released()
         except KeyboardInterrupt:
             return 143
@@ -220,6 +222,8 @@ def run_task(doc: dict, tid: int) -> int:
     except BaseException:
         traceback.print_exc()
         sys.stdout.flush()
+        if cluster is not None and cluster.lost is not None:    # it failed because a node died
+            return _node_lost(doc, store, sid, restarts, cluster.lost)
         return 1
 
 

@@ -271,6 +271,22 @@ def why_failed(a: slurm_query.TaskState, failure: str | None) -> str:
     return a.state.lower() if a.state in FAILED_STATES and a.state != "FAILED" else ""
 
 
+def doomed(plan: Plan, rows: dict[str, Row]) -> None:
+    """Slurm marks only the direct dependents of a failed job DependencyNeverSatisfied; a job
+    pending on one of *those* waits on `Dependency` forever. So a stage pending on a dependency
+    whose upstream stage failed (or was cancelled) is failed too, down the whole chain."""
+    changed = True
+    while changed:
+        changed = False
+        for sid, r in rows.items():
+            if r.state != "pending" or not r.reason.startswith("Dependency"):
+                continue
+            ups = [rows.get(d) for d in plan.stages[sid].deps.values()]
+            if any(u is not None and u.state in ("failed", "cancelled") for u in ups):
+                r.state, r.reason = "failed", "dependency never satisfied"
+                changed = True
+
+
 def _from_dirs(sd: _Dir, failure: str | None, ref: str | None) -> str:
     if failure is not None:
         return "failed"
@@ -305,16 +321,21 @@ def snapshot(sweep_dir: str | Path, use_slurm: bool = True) -> Snapshot:
         totals.update(a.get("totals") or {})
     now = time.time()
     cache: dict[str, Row] = {}
+    for pp in plan.points:
+        for role in ROLES:
+            sid = pp.stages.get(role)
+            if sid is not None and sid not in cache:
+                latest = jobs.latest(sid)
+                cache[sid] = stage_row(_Dir(store_root, sid), plan.stages[sid].kind,
+                                       latest[0] if latest else None, q, acct, totals, now)
+    if slurm:
+        doomed(plan, cache)
     rows: list[Row] = []
     for pp in plan.points:
         for role in ROLES:
             sid = pp.stages.get(role)
             if sid is None:
                 continue
-            if sid not in cache:
-                latest = jobs.latest(sid)
-                cache[sid] = stage_row(_Dir(store_root, sid), plan.stages[sid].kind,
-                                       latest[0] if latest else None, q, acct, totals, now)
             row = copy.copy(cache[sid])
             row.point, row.role = pp.name, role
             rows.append(row)

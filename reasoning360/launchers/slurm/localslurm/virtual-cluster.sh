@@ -203,7 +203,8 @@ AccountingStoragePort=$DBD_PORT
 AccountingStoragePass=$MUNGE_SOCK
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
-${nodeline}PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+${nodeline}# LLN: jobs go to the least loaded nodes (else every small job packs onto vnode1)
+PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP LLN=YES
 EOF
   cat > "$BASE/etc/slurmdbd.conf" <<EOF
 AuthType=auth/munge
