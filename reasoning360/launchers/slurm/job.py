@@ -211,6 +211,8 @@ def run_task(doc: dict, tid: int) -> int:
     except NodeLost as e:
         return _node_lost(doc, store, sid, restarts, e)
     except KeyboardInterrupt:
+        if cluster is not None and cluster.lost is not None:   # NodeLost, re-raised as a plain
+            return _node_lost(doc, store, sid, restarts, cluster.lost)   # interrupt by ray.get
         if sig.usr2_at is not None and not sig.terminated:
             _log("USR2 grace period over: interrupted without a step-boundary checkpoint")
             return _requeue(doc, store, sid, restarts)

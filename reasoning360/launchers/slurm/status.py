@@ -204,6 +204,10 @@ def stage_row(sd: _Dir, kind: str, ref: str | None, q: dict, acct: dict, totals:
             r.metric_name, r.metric = "accuracy", summ.get("accuracy")
     elif t is not None and t.state in slurm_query.LIVE and never_runs(t):
         r.state, r.reason = "failed", "dependency never satisfied"
+    elif t is not None and t.state == "COMPLETING" and sd.failure() is not None:
+        # the job is over and its stage failed; Slurm is still cleaning up its nodes (for a
+        # lost node, until it declares it dead: SlurmdTimeout and more)
+        r.state, r.reason = "failed", why_failed(t, sd.failure())
     elif t is not None and t.state in slurm_query.LIVE:
         if t.state in RUNNING_STATES:
             r.state = "running"
