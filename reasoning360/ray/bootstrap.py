@@ -313,7 +313,9 @@ class RayCluster:
                 f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
                 f"--node-ip-address={self.network.ip}"]
         if self.rank == 0:
-            argv += ["--head", "--include-dashboard=false"]
+            # no dashboard, and no autoscaler monitor (a Slurm allocation does not scale): two
+            # Python processes fewer to start on the head
+            argv += ["--head", "--include-dashboard=false", "--no-monitor"]
             argv += [f"--{k}={v}" for k, v in ports.items() if k not in ("watchdog-port", "rendezvous-port")]
             if len(self.hosts) > 1:
                 self._server = watchdog.Server(self.network.ip, ports["watchdog-port"], self._on_lost)
