@@ -22,6 +22,7 @@ from slurm_cluster import ROOT, wait_for
 pytestmark = [pytest.mark.slurm, pytest.mark.multinode]
 
 FABRIC = {"vnode1": "10.231.0.11", "vnode2": "10.231.0.12", "vnode3": "10.231.0.13"}
+UPLINK = {"vnode1": "10.232.0.11", "vnode2": "10.232.0.12", "vnode3": "10.232.0.13"}
 
 
 def submit(vc, root: Path, nodes: int, *cmd: str, name: str = "r360t-probe") -> str:
@@ -51,6 +52,15 @@ def ended(vc, jid: str, timeout: float = 180) -> tuple[str, str]:
                 return state.split()[0], code        # "CANCELLED by 0" -> CANCELLED
         return None
     return wait_for(done, timeout, 0.5, f"job {jid} to end")
+
+
+def job_nodes(vc, jid: str) -> list[str]:
+    """The nodes Slurm gave a job, in rank order."""
+    from reasoning360.launchers.slurm.query import expand_nodelist
+
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", jid, "-o", "NodeList"], capture_output=True, text=True,
+                         env=vc.env()).stdout.split()
+    return expand_nodelist(out[-1])
 
 
 def logs(root: Path, jid: str) -> dict[int, str]:
@@ -122,13 +132,15 @@ def test_interface_from_the_profile_and_the_wrong_one_hangs(virtual_cluster, tmp
     bad = probe(vc, tmp_path / "bad", 2, "--hold", "0", "--interface", "eth1", "--join-timeout", "8")
     assert ended(vc, good) == ("COMPLETED", "0:0"), logs(tmp_path / "good", good)
     rep = json.loads((tmp_path / "good" / good / "probe.json").read_text())
-    assert rep["network"] == {"iface": "eth0", "ip": FABRIC["vnode1"], "how": "cluster.network_interface"}
-    assert sorted(n["ip"] for n in rep["nodes"]) == [FABRIC["vnode1"], FABRIC["vnode2"]]
+    nodes = job_nodes(vc, good)
+    assert rep["network"] == {"iface": "eth0", "ip": FABRIC[nodes[0]], "how": "cluster.network_interface"}
+    assert sorted(n["ip"] for n in rep["nodes"]) == sorted(FABRIC[n] for n in nodes)
     state, code = ended(vc, bad)
     log = logs(tmp_path / "bad", bad)
     assert state == "FAILED", log
-    assert "interface eth1 address 10.232.0.11 (cluster.network_interface)" in log[0]
-    assert "node(s) vnode2 did not join the Ray cluster" in log[0], log[0][-2000:]
+    head, second = job_nodes(vc, bad)
+    assert f"interface eth1 address {UPLINK[head]} (cluster.network_interface)" in log[0]
+    assert f"node(s) {second} did not join the Ray cluster" in log[0], log[0][-2000:]
     assert not (tmp_path / "bad" / bad / "probe.json").exists()
     assert_clean(vc)
 
@@ -217,10 +229,11 @@ def test_torchrun_rendezvous_across_two_nodes_with_the_verl_sft_command(virtual_
     assert rendered[rendered.index("srun"):rendered.index("srun") + 6] == [
         "srun", "--overlap", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     port = json.loads((tmp_path / jid / "rank-0.json").read_text())["env"]["R360_RDZV_PORT"]
-    assert f"--rdzv_endpoint=vnode1:{port}" in rendered and "verl.trainer.sft_trainer" in rendered
+    nodes = job_nodes(vc, jid)
+    assert f"--rdzv_endpoint={nodes[0]}:{port}" in rendered and "verl.trainer.sft_trainer" in rendered
     assert [c for c in cmd["ran"] if c != "multinode_ddp_step"] == [c for c in rendered if c != "verl.trainer.sft_trainer"]
     ranks = [json.loads((out / f"rank-{r}.json").read_text()) for r in (0, 1)]
-    assert sorted(r["host"] for r in ranks) == ["vnode1", "vnode2"]
+    assert sorted(r["host"] for r in ranks) == nodes
     assert all(r["world"] == 2 and r["sum"] == 3.0 and r["gloo_ifname"] == "eth0" for r in ranks)
     assert ranks[0]["grad"] == ranks[1]["grad"]            # DDP averaged the two ranks' gradients
     assert ranks[0]["argv"] == ["trainer.total_epochs=1", "model.partial_pretrain=/nonexistent"]
@@ -230,4 +243,26 @@ def test_torchrun_rendezvous_across_two_nodes_with_the_verl_sft_command(virtual_
     assert not list((out / "no-ifname").glob("rank-*.json"))
     assert "Gloo connectFullMesh failed" in (out / "no-ifname" / "torchrun.log").read_text()
     assert "remote=[127.0.1.1]" in (out / "no-ifname" / "torchrun.log").read_text()
+    assert_clean(vc)
+
+
+def test_a_node_cut_off_the_network_is_named_after_the_silence(virtual_cluster, tmp_path):
+    """A node whose cable is pulled sends nothing, not even a FIN: the watchdog names it once it
+    has been silent for the node timeout (here 5 s; the job's default is 30 s)."""
+    vc = virtual_cluster
+    jid = probe(vc, tmp_path, 2, "--hold", "300", "--node-timeout", "5")
+    wait_for(lambda: (tmp_path / jid / "probe.json").exists(), 180, 0.5, "the probe's cluster")
+    _, second = job_nodes(vc, jid)
+    vc.link(second, "down")
+    try:
+        t0 = time.time()
+        wait_for(lambda: (tmp_path / jid / "lost.json").exists(), 60, 0.5, "the node to be named lost")
+        lost = json.loads((tmp_path / jid / "lost.json").read_text())
+        assert (lost["host"], lost["rank"]) == (second, 1)
+        assert lost["why"].startswith("no heartbeat for") and "(node down or network cut)" in lost["why"], lost
+        assert lost["at"] - t0 >= 4          # after the silence, not at once
+    finally:
+        vc.link(second, "up")
+    state, _ = ended(vc, jid, timeout=120)
+    assert state == "FAILED"
     assert_clean(vc)

@@ -242,13 +242,14 @@ class RayCluster:
 
     def __init__(self, *, key: str, rank: int, hosts: list[str], shared_dir: Path, num_cpus: int,
                  num_gpus: int = 0, interface: str | None = None, join_timeout_s: float = 180.0,
-                 driver_cpus: int = 0):
+                 driver_cpus: int = 0, node_timeout_s: float = watchdog.TIMEOUT_S):
         self.key, self.rank, self.hosts = key, rank, list(hosts) or [socket.gethostname()]
         self.shared = Path(shared_dir)
         self.num_cpus, self.num_gpus = max(1, int(num_cpus)), int(num_gpus)
         if self.rank == 0 and len(self.hosts) > 1:
             self.num_cpus = max(0, self.num_cpus - int(driver_cpus))
         self.interface, self.join_timeout_s = interface, float(join_timeout_s)
+        self.node_timeout_s = float(node_timeout_s)     # silence after which a node counts as lost
         # per run (pid): a requeued task restarting on this node never shares the dir of its
         # previous run, whose reaper may still be sweeping it
         self.temp_dir = RAY_TMP / f"{key.replace('/', '_')}.{os.getpid()}"
@@ -302,7 +303,8 @@ class RayCluster:
             else:
                 head = self._wait_head()
                 self._client = watchdog.Client(head["watch"], self.rank, socket.gethostname(),
-                                               timeout_s=self.join_timeout_s)
+                                               connect_timeout_s=self.join_timeout_s,
+                                               timeout_s=self.node_timeout_s)
                 self.network = network.choose(self.interface, head_ip=head["ip"])
         except (network.NetworkError, ConnectionError) as e:
             raise RayBootstrapError(str(e)) from None
@@ -318,7 +320,8 @@ class RayCluster:
             argv += ["--head", "--include-dashboard=false", "--no-monitor"]
             argv += [f"--{k}={v}" for k, v in ports.items() if k not in ("watchdog-port", "rendezvous-port")]
             if len(self.hosts) > 1:
-                self._server = watchdog.Server(self.network.ip, ports["watchdog-port"], self._on_lost)
+                self._server = watchdog.Server(self.network.ip, ports["watchdog-port"], self._on_lost,
+                                               timeout_s=self.node_timeout_s)
                 self._install_lost_handler()
         else:
             argv.append(f"--address={head['address']}")

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold", type=float, default=0.0, help="seconds to keep the cluster up")
     ap.add_argument("--interface", default=None, help="cluster.network_interface (default: the route to the head)")
     ap.add_argument("--join-timeout", type=float, default=60.0)
+    ap.add_argument("--node-timeout", type=float, default=None,
+                    help="silence after which a node counts as lost (default: the job's, 30 s)")
     ap.add_argument("--run", nargs=argparse.REMAINDER, default=None, help="a command for rank 0, then exit with its code")
     a = ap.parse_args(argv)
     rank = int(os.environ.get("SLURM_PROCID", "0"))
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     hosts = slurm_hosts()
     rc = RayCluster(key=key, rank=rank, hosts=hosts, shared_dir=out / f"run{restarts}",
                     num_cpus=int(os.environ.get("SLURM_CPUS_PER_TASK") or 1), interface=a.interface,
-                    join_timeout_s=a.join_timeout, driver_cpus=1)
+                    join_timeout_s=a.join_timeout, driver_cpus=1,
+                    **({} if a.node_timeout is None else {"node_timeout_s": a.node_timeout}))
     me = socket.gethostname()
 
     def term(signum, frame):          # scancel: stop this node's Ray on the way out, as the job does

@@ -36,7 +36,9 @@ class _Peer:
 class Server:
     """Rank 0: accepts the other ranks, watches them; on_lost(host, rank, why) once, from a thread."""
 
-    def __init__(self, ip: str, port: int, on_lost: Callable[[str, int, str], None]):
+    def __init__(self, ip: str, port: int, on_lost: Callable[[str, int, str], None],
+                 timeout_s: float = TIMEOUT_S):
+        self.timeout_s = float(timeout_s)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((ip, port))
@@ -97,7 +99,7 @@ class Server:
                     except OSError:
                         pass
             for p in list(self.peers.values()):
-                if now - p.seen > TIMEOUT_S:
+                if now - p.seen > self.timeout_s:
                     self._drop(p, f"no heartbeat for {now - p.seen:.0f}s (node down or network cut)")
 
     def _parse(self, peer: _Peer) -> None:
@@ -160,9 +162,11 @@ class Server:
 class Client:
     """Ranks > 0: connects to the head, beats; `.released` / `.lost` say how the head ended."""
 
-    def __init__(self, address: str, rank: int, host: str, timeout_s: float = 30.0):
+    def __init__(self, address: str, rank: int, host: str, connect_timeout_s: float = 30.0,
+                 timeout_s: float = TIMEOUT_S):
+        self.timeout_s = float(timeout_s)
         ip, port = address.rsplit(":", 1)
-        deadline = time.time() + timeout_s
+        deadline = time.time() + connect_timeout_s
         while True:
             try:
                 self.sock = socket.create_connection((ip, int(port)), timeout=2)
@@ -208,7 +212,7 @@ class Client:
                     self.sock.send(BEAT)
                 except OSError:
                     pass
-            if now - seen > TIMEOUT_S:
+            if now - seen > self.timeout_s:
                 self.lost = f"no heartbeat from the head for {now - seen:.0f}s (node down or network cut)"
                 self.released.set()
                 return
