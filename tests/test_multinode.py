@@ -190,6 +190,7 @@ def test_two_jobs_sharing_nodes_never_collide(virtual_cluster, tmp_path):
     la = logs(a_root, a)
     assert sb == "CANCELLED", logs(b_root, b)
     assert all("Ray stopped on" in text for text in logs(b_root, b).values()), logs(b_root, b)
+    assert not (b_root / b / "lost.json").exists()       # a cancelled job lost no node
     assert "ATTACHED" not in la[0] and sa == "FAILED", la[0][-3000:]
     assert "InvalidAuthToken" in la[0]           # refused by B's GCS: A's token is not B's
     ra, rb = (json.loads((r / j / "probe.json").read_text()) for r, j in ((a_root, a), (b_root, b)))

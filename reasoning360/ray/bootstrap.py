@@ -226,9 +226,10 @@ class NodeLost(KeyboardInterrupt):
     so that it interrupts whatever the stage is doing (a `ray.get` on an actor of that node
     included) and the runner records the attempt as interrupted, not as a bug of the stage."""
 
-    def __init__(self, host: str, rank: int, why: str):
+    def __init__(self, host: str, rank: int, why: str, terminated: bool = False):
         super().__init__(f"node {host} (rank {rank}) lost: {why}")
         self.host, self.rank, self.why = host, rank, why
+        self.terminated = terminated     # Slurm ended that rank (scancel, time limit): the job is ending
 
     def __str__(self) -> str:
         return self.args[0]
@@ -280,7 +281,9 @@ class RayCluster:
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._client is not None and exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._client.terminated()     # SIGTERM (the job turns it into KeyboardInterrupt)
         self.stop()
 
     def start(self) -> "RayCluster":
@@ -366,8 +369,8 @@ class RayCluster:
         except ValueError:        # not the main thread: interrupt_main is the fallback
             self._main = None
 
-    def _on_lost(self, host: str, rank: int, why: str) -> None:
-        err = NodeLost(host, rank, why)
+    def _on_lost(self, host: str, rank: int, why: str, terminated: bool = False) -> None:
+        err = NodeLost(host, rank, why, terminated)
         _log(f"{err}")
         self.lost = err           # kept even when the cluster is already stopping: the job's verdict
         if self._stopped:

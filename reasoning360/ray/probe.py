@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.2)
         return 0
     except NodeLost as e:
+        if e.terminated:                  # scancel reached that rank first: we are being ended too
+            print(f"[probe] rank {rank} on {me}: terminated ({e})", flush=True)
+            return 143
         print(f"[probe] {e}", flush=True)
         atomic.write_json(out / "lost.json", {"host": e.host, "rank": e.rank, "why": e.why, "at": time.time()})
         return 3

@@ -26,17 +26,18 @@ BEAT = b"\x00"          # bytes that never occur in the text lines
 
 
 class _Peer:
-    __slots__ = ("sock", "rank", "host", "seen", "buf", "error")
+    __slots__ = ("sock", "rank", "host", "seen", "buf", "error", "terminated")
 
     def __init__(self, sock: socket.socket):
         self.sock, self.rank, self.host = sock, None, None
-        self.seen, self.buf, self.error = time.time(), b"", None
+        self.seen, self.buf, self.error, self.terminated = time.time(), b"", None, False
 
 
 class Server:
-    """Rank 0: accepts the other ranks, watches them; on_lost(host, rank, why) once, from a thread."""
+    """Rank 0: accepts the other ranks, watches them; on_lost(host, rank, why, terminated) once,
+    from a thread (terminated: the rank said Slurm terminated it, as scancel does every step)."""
 
-    def __init__(self, ip: str, port: int, on_lost: Callable[[str, int, str], None],
+    def __init__(self, ip: str, port: int, on_lost: Callable[[str, int, str, bool], None],
                  timeout_s: float = TIMEOUT_S):
         self.timeout_s = float(timeout_s)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -116,6 +117,8 @@ class Server:
                     self.peers[peer.rank] = peer
             elif text.startswith("E "):          # the rank is about to exit with this error
                 peer.error = text[2:]
+            elif text == "T":                    # the rank was terminated (SIGTERM: scancel, time limit)
+                peer.error, peer.terminated = "terminated by Slurm (SIGTERM)", True
 
     def _drop(self, peer: _Peer, why: str) -> None:
         with self._lock:
@@ -133,7 +136,7 @@ class Server:
             why = f"{why}: {peer.error}"
         if self.lost is None:
             self.lost = (peer.host, peer.rank, why)
-            self.on_lost(peer.host, peer.rank, why)
+            self.on_lost(peer.host, peer.rank, why, peer.terminated)
 
     def release(self) -> None:
         """Tell every rank the job is over, then stop watching."""
@@ -219,8 +222,16 @@ class Client:
 
     def error(self, message: str) -> None:
         """Tell the head why this rank is about to exit."""
+        self._send(f"E {message}\n")
+
+    def terminated(self) -> None:
+        """Tell the head that Slurm terminated this rank (scancel or the time limit reach every
+        step): the job is being ended, no node was lost."""
+        self._send("T\n")
+
+    def _send(self, text: str) -> None:
         try:
-            self.sock.sendall(f"E {message}\n".encode())
+            self.sock.sendall(text.encode())
         except OSError:
             pass
 

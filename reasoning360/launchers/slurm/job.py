@@ -208,14 +208,14 @@ def run_task(doc: dict, tid: int) -> int:
     except Preempted as e:
         _log(f"preempted: {e}")
         return _requeue(doc, store, sid, restarts)
-    except NodeLost as e:
-        return _node_lost(doc, store, sid, restarts, e)
-    except KeyboardInterrupt:
-        if cluster is not None and cluster.lost is not None:   # NodeLost, re-raised as a plain
-            return _node_lost(doc, store, sid, restarts, cluster.lost)   # interrupt by ray.get
+    except KeyboardInterrupt as e:
+        lost = e if isinstance(e, NodeLost) else (cluster.lost if cluster is not None else None)
+        if lost is not None and not lost.terminated and not sig.terminated:   # (ray.get re-raises
+            return _node_lost(doc, store, sid, restarts, lost)        # NodeLost as a plain interrupt)
         if sig.usr2_at is not None and not sig.terminated:
             _log("USR2 grace period over: interrupted without a step-boundary checkpoint")
             return _requeue(doc, store, sid, restarts)
+        sig.terminated = True       # (another rank's SIGTERM may have reached us first)
         _log("terminated (SIGTERM): Ray stopped, stage left resumable")
         if cluster is not None:     # skip Ray's atexit hooks: its processes are gone already
             sys.stdout.flush()
@@ -224,7 +224,8 @@ def run_task(doc: dict, tid: int) -> int:
     except BaseException:
         traceback.print_exc()
         sys.stdout.flush()
-        if cluster is not None and cluster.lost is not None:    # it failed because a node died
+        if cluster is not None and cluster.lost is not None and not cluster.lost.terminated \
+                and not sig.terminated:                          # it failed because a node died
             return _node_lost(doc, store, sid, restarts, cluster.lost)
         return 1
 
