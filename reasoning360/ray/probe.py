@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     me = socket.gethostname()
 
     def term(signum, frame):          # scancel: stop this node's Ray on the way out, as the job does
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # once: srun forwards scancel's TERM again
         raise KeyboardInterrupt("SIGTERM")
     signal.signal(signal.SIGTERM, term)
     try:

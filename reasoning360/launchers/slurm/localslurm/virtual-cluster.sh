@@ -326,6 +326,9 @@ cmd_status() {
   on vhead sinfo -N -o '%N %T %E' || true
 }
 
+# one start/stop/boot/kill at a time on this machine (two test sessions may race): a lock on
+# this script itself, so that nothing is left behind
+case "${1:-}" in start|stop|boot|kill) exec 9<"$0"; flock 9 ;; esac
 case "${1:-}" in
   start) shift; cmd_start "$@" ;;
   stop) cmd_stop ;;
