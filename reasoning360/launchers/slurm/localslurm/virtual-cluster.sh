@@ -62,7 +62,7 @@ on() {  # on MACHINE CMD...: run in every namespace of the machine, with the clu
   local m=$1; shift
   local p; p=$(init_pid "$m") || die "no machine $m"
   alive "$p" || die "machine $m is not running"
-  SLURM_CONF=$CONF nsenter -t "$p" -n -u -p -m --wd=/ -- "$@"
+  SLURM_CONF=$CONF nsenter -t "$p" -n -u -p -m --wd=/ -- "$@" 9<&-    # (no daemon keeps the lock)
 }
 ip_of() { case $1 in vhead) echo "$NET.2" ;; vnode*) echo "$NET.$((10 + ${1#vnode}))" ;; esac; }
 up_of() { case $1 in vhead) echo "$UPLINK.2" ;; vnode*) echo "$UPLINK.$((10 + ${1#vnode}))" ;; esac; }
@@ -116,7 +116,7 @@ boot_machine() {   # init (PID 1) of machine $1 in its network namespace
   hosts_file "$m"
   setsid nsenter --net="/run/netns/$NS-$m" -- unshare --uts --pid --mount --fork --kill-child \
     --mount-proc --propagation slave /usr/bin/python3 "$HERE/vm-init.py" "$m" "$BASE/etc/hosts.$m" \
-    "$d/tmp" "$d/ready" </dev/null >"$d/init.log" 2>&1 &
+    "$d/tmp" "$d/ready" </dev/null >"$d/init.log" 2>&1 9<&- &
   local unshare_pid=$! child="" i
   for i in $(seq 1 100); do
     child=$(cat "/proc/$unshare_pid/task/$unshare_pid/children" 2>/dev/null | awk '{print $1}')
@@ -273,7 +273,7 @@ cmd_start() {
   on vhead /usr/sbin/mariadbd --no-defaults --datadir="$BASE/head/mysql" --user=root \
     --socket="$BASE/head/mysqld.sock" --pid-file="$BASE/head/mysqld.pid" --bind-address=127.0.0.1 \
     --port=$MY_PORT --skip-name-resolve --log-error="$BASE/head/mariadb.err" \
-    --innodb-buffer-pool-size=32M --innodb-log-file-size=16M </dev/null >/dev/null 2>&1 &
+    --innodb-buffer-pool-size=32M --innodb-log-file-size=16M </dev/null >/dev/null 2>&1 9<&- &
   for i in $(seq 1 150); do mariadb-admin --socket="$BASE/head/mysqld.sock" ping >/dev/null 2>&1 && break; sleep 0.1; done
   mariadb --socket="$BASE/head/mysqld.sock" -e "CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DBPW';
     GRANT ALL ON r360virt_acct_db.* TO 'slurm'@'127.0.0.1'; FLUSH PRIVILEGES;" \
