@@ -159,7 +159,7 @@ def test_a_node_whose_step_dies_fails_the_job_at_once_by_name(virtual_cluster, t
     assert (lost["host"], lost["rank"]) == ("vnode3", 2)
     # the closed connection, not a heartbeat timeout nor Slurm's SlurmdTimeout: at once
     assert lost["why"].startswith("its job step ended (connection closed"), lost
-    assert lost["at"] - t0 < 5
+    assert lost["at"] - t0 < 10          # (a silent node counts only after 30 s)
     log = logs(tmp_path, jid)
     assert "node vnode3 (rank 2) lost: its job step ended" in log[0]
     assert state == "FAILED" and code.split(":")[0] in ("3", "9"), (state, code)
