@@ -84,7 +84,7 @@ def leftovers(vc) -> dict[str, list[str]]:
     return out
 
 
-def assert_clean(vc, timeout: float = 20) -> None:
+def assert_clean(vc, timeout: float = 30) -> None:
     """No Ray or job process left on any node (the reaper of a job may take a moment to exit)."""
     t0 = time.time()
     while (left := leftovers(vc)) and time.time() - t0 < timeout:

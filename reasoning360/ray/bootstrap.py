@@ -565,7 +565,9 @@ class RayCluster:
         deadline = time.time() + 3
         while time.time() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.1)
-        killed = kill_cluster(self.temp_dir, roots, grace_s=0.5) if any(_alive(p) for p in pids) else []
+        # then sweep again, whatever happened: a process forked while we were stopping the rest
+        # (an agent the raylet was starting) is found by its R360_RAY_KEY
+        killed = kill_cluster(self.temp_dir, roots, grace_s=0.5)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=1)
@@ -617,6 +619,8 @@ def reap(parent: int, key: str) -> None:
     while _alive(parent):
         time.sleep(0.5)
     temp = RAY_TMP / key
+    kill_cluster(temp, [], grace_s=2.0)
+    time.sleep(3)                 # and once more, for what was still being born (a loaded node)
     kill_cluster(temp, [], grace_s=2.0)
     shutil.rmtree(temp, ignore_errors=True)
 
