@@ -240,7 +240,7 @@ def _node_lost(doc: dict, store, sid: str, restarts: int, err) -> int:
         return _requeue(doc, store, sid, restarts)
     msg = (f"{err}; not requeued (restart {restarts}, launcher.max_requeue={limit}); "
            "resubmit with r360 resubmit --failed")
-    store.stage(sid).mark_failed(msg + "\n")
+    store.stage(sid).give_up(msg)
     _log(msg)
     job = os.environ.get("SLURM_JOB_ID")
     if job:
@@ -259,7 +259,7 @@ def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
     if restarts >= limit:
         msg = (f"not requeued: preempted or timed out {restarts + 1} time(s) "
                f"(launcher.max_requeue={limit}); resubmit with r360 resubmit --failed")
-        store.stage(sid).mark_failed(msg + "\n")
+        store.stage(sid).give_up(msg)
         _log(msg)
         return 1
     if not os.environ.get("SLURM_JOB_ID"):
