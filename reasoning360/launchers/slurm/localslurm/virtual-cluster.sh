@@ -58,10 +58,15 @@ now() { date +%s.%N; }
 nodes() { [ -s "$BASE/nodes" ] && cat "$BASE/nodes"; }
 init_pid() { cat "$BASE/vm/$1/init.pid" 2>/dev/null; }
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+ours() {  # ours PID MACHINE: PID is that machine's init (or its unshare), not a PID the kernel
+          # gave to another process since (after a reboot the pid files outlive the machines)
+  alive "${1:-}" && tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q "vm-init.py $2 "
+}
+up() { ours "$(init_pid "$1")" "$1"; }
 on() {  # on MACHINE CMD...: run in every namespace of the machine, with the cluster's SLURM_CONF
   local m=$1; shift
   local p; p=$(init_pid "$m") || die "no machine $m"
-  alive "$p" || die "machine $m is not running"
+  ours "$p" "$m" || die "machine $m is not running"
   SLURM_CONF=$CONF nsenter -t "$p" -n -u -p -m --wd=/ -- "$@" 9<&-    # (no daemon keeps the lock)
 }
 ip_of() { case $1 in vhead) echo "$NET.2" ;; vnode*) echo "$NET.$((10 + ${1#vnode}))" ;; esac; }
@@ -248,11 +253,15 @@ cmd_start() {
   local n=${1:-${VCLUSTER_NODES:-3}} mem=${VCLUSTER_NODE_MEM_MB:-4096} t0 m
   [ "$(id -u)" = 0 ] || die "needs root (network namespaces, bridges, Slurm daemons)"
   [[ "$n" =~ ^[1-9]$ ]] || die "N must be 1..9, got '$n'"
-  if [ -e "$BASE/nodes" ]; then
-    if alive "$(init_pid vhead)"; then log "already running ($(nodes | wc -l) nodes): $BASE"; return 0; fi
-    die "$BASE exists but the cluster is not running: run '$0 stop' first"
+  if [ -e "$BASE/nodes" ] && up vhead && on vhead scontrol ping 2>/dev/null | grep -q UP; then
+    log "already running ($(nodes | wc -l) nodes): $BASE"; return 0
   fi
-  ip netns list 2>/dev/null | grep -q "^$NS-" && die "namespaces $NS-* exist: run '$0 stop' first"
+  # what a dead cluster left (a machine restart, a killed session): its state, namespaces,
+  # bridges; cleared the way stop clears a live one
+  if [ -e "$BASE" ] || ip netns list 2>/dev/null | grep -q "^$NS-" || ip -o link | grep -qE ": ${NS}[01]:"; then
+    log "a stale cluster (not running) at $BASE: clearing it first"
+    cmd_stop
+  fi
   ip -o addr | grep -qE " ($NET|$UPLINK)\." && die "$NET.0/24 or $UPLINK.0/24 is in use on this machine"
   install_packages
   t0=$(now)
@@ -297,7 +306,7 @@ cmd_stop() {
   # power every machine off: killing a PID namespace's init kills all of its processes
   if [ -d "$BASE/vm" ]; then
     for m in $(ls "$BASE/vm"); do
-      for k in init unshare; do p=$(cat "$BASE/vm/$m/$k.pid" 2>/dev/null || true); alive "$p" && kill -KILL "$p" || true; done
+      for k in init unshare; do p=$(cat "$BASE/vm/$m/$k.pid" 2>/dev/null || true); ours "$p" "$m" && kill -KILL "$p" || true; done
     done
   fi
   # anything else left in our network namespaces (a process entered with nsenter --net only)
@@ -321,8 +330,11 @@ cmd_status() {
   [ -e "$BASE/nodes" ] || { log "not running ($BASE)"; return 1; }
   for m in vhead $(nodes); do
     p=$(init_pid "$m" || true)
-    if alive "$p"; then echo "$m $(ip_of "$m") init $p up"; else echo "$m $(ip_of "$m") down"; fi
+    if ours "$p" "$m"; then echo "$m $(ip_of "$m") init $p up"; else echo "$m $(ip_of "$m") down"; fi
   done
+  # running means: the controller's machine is up and slurmctld answers (a node may be powered
+  # off by a test; the state of a cluster that died with the machine is not running)
+  up vhead && on vhead scontrol ping 2>/dev/null | grep -q UP || { log "not running (stale state at $BASE)"; return 1; }
   on vhead sinfo -N -o '%N %T %E' || true
 }
 
@@ -333,17 +345,17 @@ case "${1:-}" in
   start) shift; cmd_start "$@" ;;
   stop) cmd_stop ;;
   env) cat "$BASE/env" 2>/dev/null || die "not running ($BASE)" ;;
-  status) cmd_status ;;
+  status) cmd_status || exit 1 ;;    # (not running: no ERR trap message)
   exec) shift; m=$1; shift; on "$m" "$@" ;;
   kill)
     m=${2:?machine}; p=$(init_pid "$m") || die "no machine $m"
-    kill -KILL "$p" 2>/dev/null || true
+    if ours "$p" "$m"; then kill -KILL "$p" 2>/dev/null || true; fi
     for i in $(seq 1 50); do alive "$p" || break; sleep 0.05; done
     # the cable stays plugged in; reap what the kernel left of the pid namespace
     for i in $(seq 1 50); do [ -z "$(ip netns pids "$NS-$m")" ] && break; sleep 0.05; done
     log "$m powered off" ;;
   boot)
-    m=${2:?machine}; alive "$(init_pid "$m")" && die "$m is running"
+    m=${2:?machine}; up "$m" && die "$m is running"
     boot_machine "$m"; start_slurmd "$m"; wait_idle "$m"; log "$m booted" ;;
   link)
     m=${2:?machine}; st=${3:?up|down}; [[ "$st" =~ ^(up|down)$ ]] || die "link NAME up|down"
