@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from reasoning360.launchers.slurm import query as slurm_query, status
+from reasoning360.launchers import status
+from reasoning360.launchers.slurm import query as slurm_query
 from reasoning360.launchers.slurm.jobs import JobsFile
 from reasoning360.launchers.slurm.query import expand_nodelist
 from reasoning360.sweep import sweepdir
+from reasoning360.sweep.store import StageDir
+from reasoning360.tracking import last_row
 
 from slurm_cluster import TINY, cancel_sweep, r360, sweep_cmd, wait_for
 
@@ -33,8 +36,8 @@ def _metrics(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def _hosts(stage_dir: Path) -> list[str]:
-    return [json.loads(x)["host"] for x in (stage_dir / "attempts.jsonl").read_text().splitlines()]
+def _hosts(sd: StageDir) -> list[str]:
+    return [a["host"] for a in sd.attempts()]
 
 
 def _log(sweep: Path, ref: str, rank: int = 0) -> str:
@@ -63,7 +66,7 @@ def test_smoke_sweep_over_three_nodes_matches_the_local_launcher(virtual_cluster
         sft_ref = JobsFile(sweep).latest(sft0)[0]
 
         def sft_step() -> int:
-            row = status.tail_row(store.stage(sft0).path / "metrics.jsonl")
+            row = last_row(store.stage(sft0).path)
             return row["step"] if row else 0
         wait_for(lambda: 3 <= sft_step() <= 40, 400, 0.2, "the first SFT task to be a few steps in")
         slurm_query.run(["scancel", "--signal=USR2", sft_ref])
@@ -93,7 +96,7 @@ def test_smoke_sweep_over_three_nodes_matches_the_local_launcher(virtual_cluster
         assert any(m.get("grad_norm") for sid in rl for m in _metrics(store.stage(sid).path / "metrics.jsonl"))
 
         # the requeued-then-completed SFT task: done (resumed, not rerun), Slurm says COMPLETED
-        att = [json.loads(x)["status"] for x in (store.stage(sft0).path / "attempts.jsonl").read_text().splitlines()]
+        att = [a["status"] for a in store.stage(sft0).attempts()]
         assert att == ["preempted", "done"]
         row = next(r for r in status.snapshot(sweep).rows if r.stage_id == sft0)
         assert (row.state, row.job) == ("done", sft_ref)
@@ -101,7 +104,7 @@ def test_smoke_sweep_over_three_nodes_matches_the_local_launcher(virtual_cluster
         assert "requeued" in _log(sweep, sft_ref)
 
         # stages placed on different nodes; each RL stage's trainer on the first of its 3 nodes
-        hosts = {sid: _hosts(store.stage(sid).path) for sid in plan.stages}
+        hosts = {sid: _hosts(store.stage(sid)) for sid in plan.stages}
         assert len({h for hs in hosts.values() for h in hs}) >= 2, hosts
         steps = next(int(o.split("=")[1]) for o in over if o.startswith("rl.steps="))
         params = store.stage(rl[0]).summary()["params"]
@@ -145,18 +148,17 @@ def test_multinode_stage_preempted_then_loses_a_node_then_resubmitted(virtual_cl
         ref = JobsFile(sweep).latest(sid)[0]
 
         def step() -> int:
-            row = status.tail_row(sd.path / "metrics.jsonl")
+            row = last_row(sd.path)
             return row["step"] if row else 0
 
         def attempts() -> list[str]:
-            f = sd.path / "attempts.jsonl"
-            return [json.loads(x)["status"] for x in f.read_text().splitlines()] if f.exists() else []
+            return [a["status"] for a in sd.attempts()]
 
         # 1. USR2 preemption of the 2-node job: checkpoint, requeue, resume (rank 1 and the Ray
         #    processes of both nodes get the signal too, and must survive it)
         wait_for(lambda: step() >= 1, 400, 0.5, "the 2-node GRPO stage to be a step in")
         slurm_query.run(["scancel", "--signal=USR2", ref])
-        wait_for(lambda: attempts() == ["preempted"], 120, 0.5, "the preemption")
+        wait_for(lambda: attempts()[:1] == ["preempted"], 120, 0.5, "the preemption")
         at = step()
         wait_for(lambda: step() >= at + 2, 300, 0.5, "the requeued run to resume")
         log = _log(sweep, ref)
@@ -181,7 +183,7 @@ def test_multinode_stage_preempted_then_loses_a_node_then_resubmitted(virtual_cl
             return rows if rows["rl"].state == rows["rl_eval"].state == "failed" else None
         rows = wait_for(settled, 120, 1, "status to show the stage and its dependent failed")
         assert rows["rl"].reason.startswith(f"node {other} (rank 1) lost: its job step ended")
-        assert rows["rl_eval"].reason == "dependency never satisfied"
+        assert rows["rl_eval"].reason == status.NEVER
         st = r360("status", str(sweep), "--plain")
         assert st.returncode == 1 and f"node {other} (rank 1) lost" in st.stdout, st.stdout
 
@@ -208,7 +210,7 @@ def test_multinode_stage_preempted_then_loses_a_node_then_resubmitted(virtual_cl
                  "every stage done")
         row = next(r for r in status.snapshot(sweep).rows if r.role == "rl")
         assert (row.state, row.job) == ("done", ref2)
-        assert attempts() == ["preempted", "interrupted", "done"]
+        assert attempts() == ["preempted", "failed", "done"]
         rows_ = _metrics(sd.path / "metrics.jsonl")
         assert [r["step"] for r in rows_] == list(range(0, steps + 1))      # contiguous, no row twice
         for s, (stamp, att) in done_before.items():
