@@ -8,10 +8,10 @@ Every rank forms the job's Ray cluster exactly as the job body does (reasoning36
 interface, ports, per-job token, watchdog); rank 0 then writes `<root>/<job>/probe.json`: the
 interface chosen and why, every node with its address and resources, the seconds from start to
 every node joined; each rank writes `<root>/<job>/rank-<r>.json` with its own view (address,
-exported environment, port slot, temp dir). `--hold S` keeps the cluster up S seconds (a node
-lost meanwhile ends the job at once, by name: exit 3); `--run CMD...` runs a command on rank 0
-with the job's environment (RAY_ADDRESS, R360_RDZV_PORT, GLOO/NCCL_SOCKET_IFNAME) and exits
-with its code.
+exported environment, port slot, temp dir); rank 0 last writes `teardown.json` (the seconds its
+Ray took to stop). `--hold S` keeps the cluster up S seconds (a node lost meanwhile ends the job
+at once, by name: exit 3); `--run CMD...` runs a command on rank 0 with the job's environment
+(RAY_ADDRESS, R360_RDZV_PORT, GLOO/NCCL_SOCKET_IFNAME) and exits with its code.
 """
 
 from __future__ import annotations
@@ -87,16 +87,21 @@ def main(argv: list[str] | None = None) -> int:
             report = {"key": key, "hosts": hosts, "address": rc.address, "network": asdict(rc.network),
                       "nodes": nodes, "cluster_resources": ray.cluster_resources(),
                       "gcs_address": ray.get_runtime_context().gcs_address,
-                      "joined_s": rc.joined_s, "process_to_joined_s": time.time() - T_PROCESS}
+                      "joined_s": rc.joined_s, "process_to_joined_s": time.time() - T_PROCESS,
+                      "joined_at": time.time()}
             atomic.write_json(out / "probe.json", report)
             print(f"[probe] {len(nodes)} node(s) joined in {rc.joined_s:.1f}s "
                   f"({report['process_to_joined_s']:.1f}s from process start)", flush=True)
+            code = 0
             if a.run:
-                return subprocess.call(a.run)
+                code = subprocess.call(a.run)
             deadline = time.time() + a.hold
-            while time.time() < deadline:
+            while not a.run and time.time() < deadline:
                 time.sleep(0.2)
-        return 0
+            t_leave = time.time()
+        # how long Ray's teardown took on the head (every Ray process of the job killed by PID)
+        atomic.write_json(out / "teardown.json", {"teardown_s": time.time() - t_leave, "at": time.time()})
+        return code
     except NodeLost as e:
         if e.terminated:                  # scancel reached that rank first: we are being ended too
             print(f"[probe] rank {rank} on {me}: terminated ({e})", flush=True)
