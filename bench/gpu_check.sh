@@ -32,7 +32,7 @@ SMALL=(+grid=smoke grid.backtracks=[0] launcher.workers=1 sft.max_steps=20 sft.s
 step local_engine_cuda 240 python sweep.py "${SMALL[@]}" engine=local engine.device=cuda sweep.name=gpu-local
 # flash-attn is optional: verl's default attention is flash_attention_2, sdpa works everywhere.
 ATTN='+actor_rollout_ref.model.override_config.attn_implementation=sdpa'
-step verl_fsdp_sft_grpo_vllm 420 python sweep.py "${SMALL[@]}" engine=verl_fsdp engine.device=cuda \
+step verl_fsdp_sft_grpo_vllm 480 python sweep.py "${SMALL[@]}" engine=verl_fsdp engine.device=cuda \
     engine.verl.n_gpus_per_node=1 engine.verl.gpu_memory_utilization=0.3 "engine.verl.overrides=[$ATTN]" \
     "engine.verl.sft_overrides=[+model.override_config.attn_implementation=sdpa]" sweep.name=gpu-verl
 

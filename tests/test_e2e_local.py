@@ -15,11 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fixtures_smoke import REPO, engine_missing, smoke_sweep  # noqa: F401
+from fixtures_smoke import REPO, smoke_sweep  # noqa: F401
 from reasoning360.sweep import sweepdir
 from reasoning360.tracking import read_metrics
-
-pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=str(engine_missing()))
 
 
 def sweep_cmd(root: Path, *overrides: str, **popen) -> subprocess.Popen:

@@ -30,20 +30,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fixtures_smoke import REPO, engine_missing
-
-pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=str(engine_missing()))
+from fixtures_smoke import REPO
 
 DOC = REPO / "docs" / "architecture.md"
-TREE = ("reasoning360", "configs", "sweep.py")
+TREE = ("reasoning360", "analysis", "configs", "sweep.py")
 
 # Tiny everywhere: a point end to end in seconds (the numbers are only to exercise the path).
 TINY_DATA = ["data.sft_size=16", "data.train_size=8", "data.val_size=4", "data.test_size=8"]
+TINY_PRETRAIN = ["pretrain.train.max_steps=1", "pretrain.train.batch_size=4", "pretrain.train.save_every=0"]
 TINY_SFT = ["sft.max_steps=2", "sft.batch_size=4", "sft.save_every=0"]
 TINY_RL = ["rl.steps=1", "rl.batch_size=2", "rl.mini_batch_size=2", "rl.micro_batch_size=4", "rl.val_every=0",
            "rl.save_every=0", "rl.rollout.n=2", "rl.rollout.max_new_tokens=8", "eval.max_new_tokens=8"]
-K_POINT = ["+grid=smoke", "grid.backtracks=[0]", *TINY_DATA, *TINY_SFT, *TINY_RL]
-COLD_START = ["+grid=smoke", "grid.backtracks=[]", "grid.baselines=[cold_start]", *TINY_DATA, *TINY_RL]
+K_POINT = ["+grid=smoke", "grid.backtracks=[0]", *TINY_DATA, *TINY_PRETRAIN, *TINY_SFT, *TINY_RL]
+COLD_START = ["+grid=smoke", "grid.backtracks=[]", "grid.baselines=[cold_start]", *TINY_DATA, *TINY_PRETRAIN, *TINY_RL]
 
 
 # --------------------------------------------------------------------------- the copy and the doc
@@ -217,6 +216,13 @@ class ToyAddTask(Task):
         think = "".join(f"{a} plus {b} is {w}. {PAPER_MARKER}\\n" for w in wrong) + f"{a} plus {b} is {a + b}."
         return f"<think>{think}</think>\\n\\n<answer>{a + b}</answer>"
 
+    def attempt(self, problem: Problem, style: str, rng: random.Random) -> str:
+        a, b = problem.ground_truth["a"], problem.ground_truth["b"]
+        guess = a + b + rng.choice((0, 1, 2))
+        if style == "compact":
+            return f"<think>{a}+{b}={guess}</think>\\n<answer>{guess}</answer>"
+        return f"<think>{a} plus {b} is {guess}.</think>\\n\\n<answer>{guess}</answer>"
+
     def score(self, completion: str, ground_truth: dict[str, Any], prefill: str = "") -> float:
         answer = extract_answer(completion, prefill)
         if answer is None:
@@ -251,14 +257,15 @@ def test_a_task(tmp_path):
     root = tmp_path / "root"
     sweep_dir = sweep(copy, root, *K_POINT, "grid.tasks=[toy_add]", "grid.backtracks=[1]", "sweep.name=toy_task")
     s = summaries(root, sweep_dir)
-    assert set(s) == {"data", "traces", "sft", "sft_eval", "rl", "rl_eval"}
+    assert set(s) == {"data", "base", "traces", "sft", "sft_eval", "rl", "rl_eval"}
     assert s["data"]["task"] == s["traces"]["task"] == "toy_add" and s["traces"]["k"] == 1
     plan = json.loads((sweep_dir / "plan.json").read_text())
     stage = lambda role: root / "store" / plan["points"][0]["stages"][role]
     traces = pd.read_parquet(stage("traces") / "sft.parquet")
     assert len(traces) == 16 and traces["response"].str.count(r"\^\n").eq(1).all()      # k=1: one dead end each
     items = pd.read_parquet(stage("rl_eval") / "items.parquet")
-    assert len(items) == 8 and set(items["score"]) <= {0.0, 0.1, 1.0}           # scored by toy_add's verifier
+    assert items.groupby("protocol").size().to_dict() == {"greedy": 8, "sample": 8}     # 8 items x 2 protocols
+    assert set(items["score"]) <= {0.0, 0.1, 1.0}                                # scored by toy_add's verifier
     assert (sweep_dir / "results.csv").exists()
     assert pd.read_csv(sweep_dir / "results.csv")["state"].tolist() == ["done"]
 
@@ -311,7 +318,7 @@ def test_an_engine(tmp_path):
     assert bad.returncode == 2 and "engine.name: unknown engine (known: local, verl_fsdp, verl_megatron, toy)" in bad.stdout
     sweep_dir = sweep(copy, root, *K_POINT, "engine=toy", "sweep.name=toy_engine")
     s = summaries(root, sweep_dir)
-    assert {r: s[r].get("toy_engine") for r in s} == {"data": None, "traces": None, "sft": "sft",
+    assert {r: s[r].get("toy_engine") for r in s} == {"data": None, "base": "sft", "traces": None, "sft": "sft",
                                                        "sft_eval": "eval", "rl": "rl", "rl_eval": "eval"}
     plan = json.loads((sweep_dir / "plan.json").read_text())
     spec = json.loads((root / "store" / plan["points"][0]["stages"]["rl"] / "spec.json").read_text())["spec"]
@@ -388,8 +395,8 @@ def test_a_launcher(tmp_path):
     assert not (root / "store").exists()                                   # refused before anything is written
     sweep_dir = sweep(copy, root, *COLD_START, "launcher=inline", "sweep.name=toy_launcher")
     calls = log_lines(log)
-    assert [c["call"] for c in calls] == ["validate", "validate", "launch"] + ["ran"] * 4
-    assert set(summaries(root, sweep_dir)) == {"data", "sft_eval", "rl", "rl_eval"}       # all DONE
+    assert [c["call"] for c in calls] == ["validate", "validate", "launch"] + ["ran"] * 5
+    assert set(summaries(root, sweep_dir)) == {"data", "base", "sft_eval", "rl", "rl_eval"}       # all DONE
     assert pd.read_csv(sweep_dir / "results.csv")["state"].tolist() == ["done"]
     assert {r["state"] for r in status_rows(copy, root, sweep_dir)} == {"done"}
     p = run(copy, root, "-m", "reasoning360.cli", "cancel", str(sweep_dir))     # by the sweep's own launcher
@@ -441,14 +448,14 @@ def test_a_stage_kind(tmp_path):
     assert arrays["score"][3] == arrays["data"][3]                       # sized by launcher.resources.data
     sweep_dir = sweep(copy, root, *COLD_START, "sweep.name=toy_kind")
     s = summaries(root, sweep_dir)
-    assert set(s) == {"data", "sft_eval", "rl", "rl_eval", "score"}
+    assert set(s) == {"data", "base", "sft_eval", "rl", "rl_eval", "score"}
     items = pd.read_parquet(root / "store" / json.loads((sweep_dir / "plan.json").read_text())
                             ["points"][0]["stages"]["rl_eval"] / "items.parquet")
-    assert s["score"]["items"] == len(items) == 8
+    assert s["score"]["items"] == len(items) == 16                             # 8 items x 2 protocols
     assert s["score"]["mean_score"] == pytest.approx(items["score"].mean())
     rows = status_rows(copy, root, sweep_dir)                                # r360 status shows it
     assert [(r["role"], r["kind"], r["state"]) for r in rows if r["role"] == "score"] == [("score", "score", "done")]
-    assert [r["role"] for r in rows] == ["data", "sft_eval", "rl", "rl_eval", "score"]     # pipeline order
+    assert [r["role"] for r in rows] == ["data", "base", "sft_eval", "rl", "rl_eval", "score"]     # pipeline order
 
 
 # --------------------------------------------------------------------------- a rollout backend
@@ -487,7 +494,7 @@ def test_a_rollout_backend(tmp_path):
     root = tmp_path / "root"
     sweep_dir = sweep(copy, root, *COLD_START, "rollout.backend=toy", "sweep.name=toy_backend")
     s = summaries(root, sweep_dir)
-    assert set(s) == {"data", "sft_eval", "rl", "rl_eval"}
+    assert set(s) == {"data", "base", "sft_eval", "rl", "rl_eval"}
     calls = log_lines(log)
     assert calls == [{"pid": calls[0]["pid"], "prompts": 2, "n": 2, "completions": 4}]   # GRPO's one step: 2 prompts x n=2
     assert calls[0]["pid"] != os.getpid()                       # in the rl stage's own process

@@ -12,20 +12,10 @@ import time
 import pandas as pd
 import pytest
 
-from fixtures_smoke import REPO, engine_missing
+from fixtures_smoke import REPO
 from reasoning360.sweep import sweepdir
 
-def _grid_patch_missing() -> str | None:
-    from reasoning360.sweep import grid
-    if not hasattr(grid, "task_k_values"):
-        return ("configs/grid/smoke_all.yaml needs grid.py to read `grid.rl_only_baselines` "
-                "(and `grid.backtracks: task`)")
-    return None
-
-
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(engine_missing() is not None, reason=str(engine_missing())),
-              pytest.mark.skipif(_grid_patch_missing() is not None, reason=str(_grid_patch_missing()))]
+pytestmark = pytest.mark.slow
 
 TASKS = ["countdown", "sudoku", "arc_1d", "advanced_geometry", "knights_knaves", "color_cube_rotation",
          "list_functions", "zebra_puzzles", "self_reference", "gsm_symbolic"]
@@ -53,7 +43,8 @@ def test_smoke_all_runs_every_task(tmp_path):
         assert store.stage(sid).is_done(), (sid, stage.kind)
         if stage.kind == "eval":
             items = pd.read_parquet(store.stage(sid).path / "items.parquet")
-            assert len(items) == 4 and set(items["score"]).issubset({0.0, 0.1, 1.0})
+            assert items.groupby("protocol").size().to_dict() == {"greedy": 4, "sample": 4}   # 4 items x 2
+            assert set(items["score"]).issubset({0.0, 0.1, 1.0})
     df = pd.read_csv(sweep / "results.csv")
     assert sorted(df["task"]) == sorted(TASKS) and (df["state"] == "done").all()
-    assert wall < 400, f"smoke_all took {wall:.0f} s"
+    print(f"smoke_all: {wall:.0f} s wall")

@@ -24,16 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from analysis import load_sweep
-from fixtures_smoke import REPO, engine_missing
+from fixtures_smoke import REPO
 from reasoning360.launchers import status
 from reasoning360.sweep import main as sweep_main, results, sweepdir
 from reasoning360.sweep.compose import compose
 from reasoning360.tracking import last_step
-
-pytestmark = pytest.mark.skipif(engine_missing() is not None, reason=str(engine_missing()))
 
 STEPS = 40
 OVERRIDES = ["+grid=smoke", "grid.backtracks=[0]", "sweep.name=states", "data.sft_size=64", "data.train_size=8",

@@ -147,16 +147,6 @@ def test_trace_datasets_are_byte_identical_and_correct(name, tmp_path):
     assert len(shas) == 2            # one hash per style: reruns are byte-identical
 
 
-def _grid_supports_task_k_values() -> bool:
-    from reasoning360.sweep import grid
-    return hasattr(grid, "task_k_values")
-
-
-GRID_PATCH = ("configs/grid/{backtrack_all,smoke_all}.yaml need grid.py to read each task's k_values "
-              "(`grid.backtracks: task`) and `grid.rl_only_baselines`")
-
-
-@pytest.mark.skipif(not _grid_supports_task_k_values(), reason=GRID_PATCH)
 @pytest.mark.parametrize("scale", ["cpu", "paper"])
 def test_backtrack_all_plans_every_task_with_its_own_k(scale, tmp_path):
     from compose import compose_cfg, fake_checkpoint
@@ -173,7 +163,6 @@ def test_backtrack_all_plans_every_task_with_its_own_k(scale, tmp_path):
     assert len(plan.points) == (29 if scale == "cpu" else 31)
 
 
-@pytest.mark.skipif(not _grid_supports_task_k_values(), reason=GRID_PATCH)
 def test_smoke_all_plans_one_point_per_task(tmp_path):
     from compose import compose_cfg, fake_checkpoint
     from reasoning360.sweep import main

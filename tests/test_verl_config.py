@@ -122,7 +122,8 @@ def test_paper_grid_overrides_compose_and_validate(engine, extra, model_dir, tmp
 
     from reasoning360.engines.verl import overrides as O
 
-    c, plan, store = paper_plan(engine, model_dir, tmp_path, *extra)
+    # two of the grid's seeds: every further seed composes the same overrides with another seed value
+    c, plan, store = paper_plan(engine, model_dir, tmp_path, "grid.seeds=[0,1]", *extra)
     strategy = "megatron" if engine == "verl_megatron" else "fsdp"
     nnodes, gpus = 2, 4
     seen = {"sft": 0, "rl": 0, "eval": 0}
@@ -170,7 +171,7 @@ def test_paper_grid_overrides_compose_and_validate(engine, extra, model_dir, tmp
                     omega_conf_to_dataclass(cfg.algorithm)
                     cfg.actor_rollout_ref.model.path = str(model_dir)
                     omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
-    assert seen["sft"] == 4 and seen["rl"] == 5 and seen["eval"] >= 9 * 3, seen    # 3 protocols at scale=paper
+    assert seen["sft"] == 4 * 2 and seen["rl"] == 5 * 2 and seen["eval"] >= 9 * 2 * 3, seen    # 2 seeds; 3 protocols at scale=paper
 
 
 def test_paper_values_reach_verl(model_dir, tmp_path):

@@ -322,7 +322,8 @@ def test_dry_run_commands_cover_every_verl_stage(tmp_path):
     c, plan, store = paper_plan("verl_megatron", model, tmp_path / "root")
     cmds = dry_run_commands(plan, store.root)
     kinds = [plan.stages[s].kind for s in cmds]
-    assert kinds.count("sft") == 4 and kinds.count("rl") == 5 and kinds.count("eval") >= 9
+    seeds = len(c["grid"]["seeds"])                               # the study trains every point with each seed
+    assert kinds.count("sft") == 4 * seeds and kinds.count("rl") == 5 * seeds and kinds.count("eval") >= 9 * seeds
     sft = next(cmds[s] for s in cmds if plan.stages[s].kind == "sft")
     assert "engine=megatron" in sft and "optim=megatron" in sft and "optim.lr_decay_style=cosine" in sft
     rl = next(cmds[s] for s in cmds if plan.stages[s].kind == "rl")

@@ -150,4 +150,5 @@ def test_render_for_paper_scale_verl(slurm_cluster, tmp_path):
                 cmd = command_for(spec, runtime, store.stage(sid).path, 1, 4)
                 assert any(m in cmd for m in ("verl.trainer.sft_trainer", "verl.trainer.main_ppo"))
     plan2, _, _ = sweepdir.load(sweepdir_path)
-    assert len(plan2.stages) == 24
+    # data + 4 trace sets, shared; per seed 4 SFT, 5 RL (k 0-3, cold start), 10 evals (before/after RL)
+    assert len(plan2.stages) == len(plan.stages) == 5 + 19 * len(c["grid"]["seeds"])

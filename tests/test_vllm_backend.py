@@ -155,7 +155,7 @@ def test_grpo_logs_the_rollout_training_logprob_gap(tmp_path):
           "val_every": 0, "rollout": {"n": 4, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 24}}
     spec = {"kind": "rl", "engine": "local", "task": "countdown", "data": "d", "init": None,
             "model": {**MODEL, "path": None, "tokenizer": "char", "dtype": "float32"}, "rl": rl,
-            "rollout_backend": "vllm", "seed": 0}
+            "init_step": None, "rollout_backend": "vllm", "seed": 0}
     sd = tmp_path / "rl"
     sd.mkdir()
     runtime = {"device": "cpu", "threads": 2, "rollout_workers": 0, "rollout_threads_per_worker": 1,

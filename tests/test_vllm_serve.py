@@ -230,7 +230,11 @@ def test_distill_stage_serves_its_teacher_and_stops_it(tmp_path):
             "batch_size": 4, "seed": 0,
             "sampling": {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 32, "rejection": False}}
     sid = "distill-countdown_long_cot-test"
-    store.stage(sid).write_record(spec, {"device": "cpu", "distill": {"concurrency": 2, "server_timeout_s": 300}})
+    from compose import resolved
+    from reasoning360.stages import distill as distill_kind
+    c = resolved("distill.concurrency=2", "distill.server_timeout_s=300")
+    runtime = {**distill_kind.runtime(c), "run_name": "distill-test", "group": "test"}   # as the planner adds
+    store.stage(sid).write_record(spec, runtime)
     summary = run_stage(store, sid, show_progress=False)
     assert summary["samples"] == 12 and sum(summary["splits"].values()) == 12
     assert summary["settings"]["backend"] == "vllm"

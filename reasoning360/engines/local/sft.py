@@ -105,6 +105,9 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
     export = set(cfg["export_steps"])
     bs, max_steps = int(cfg["batch_size"]), int(cfg["max_steps"])
     micro = bs if cfg["micro_batch_size"] is None else int(cfg["micro_batch_size"])
+    if len(examples) < bs:
+        raise ValueError(f"{len(examples)} of {len(rows)} examples left ({too_long} longer than max_len="
+                         f"{cfg['max_len']}, truncation={cfg['truncation']}) < batch_size={bs}")
     order = BucketedOrder([len(e.ids) for e in examples], bs, seed)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, max_steps)
@@ -164,6 +167,6 @@ def run_sft(ctx: StageContext) -> dict[str, Any]:
     tracker.close(finished=True)
     wall = time.perf_counter() - t_start
     return {"steps": max_steps, "final_loss": loss if math.isfinite(loss) else None, "examples": len(examples),
-            "too_long": too_long, "truncation": cfg["truncation"],
+            "too_long": too_long, "dropped": len(rows) - len(examples), "truncation": cfg["truncation"],
             "epochs": max_steps / order.per_epoch, "params": num_params(model),
             "tokens_per_s": tokens_seen / max(wall, 1e-9), "wall_s": wall, "device": str(device)}

@@ -71,12 +71,17 @@ def check_resources(c: dict, plan: Plan, need_slurm: bool, sweep_dir: Path | Non
     site = sbatch.check(c, sweep_dir, res)
     info = None
     if slurm_query.available():
-        info = slurm_query.cluster_info()
-        for k in kinds:
-            resources.check_against(res[k], info)
+        try:
+            info = slurm_query.cluster_info()
+        except slurm_query.SlurmError:
+            if need_slurm:
+                raise
+            info = None             # the client is here but no controller answers: a dry run still plans
     elif need_slurm:
         raise ResourceError("launcher.name: slurm, but sbatch/squeue are not on PATH here; "
                             "submit from a login node, or use sweep.dry_run=true / r360 render")
+    for k in kinds if info is not None else ():
+        resources.check_against(res[k], info)
     return res, info, site
 
 
@@ -132,7 +137,13 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
     jobs = JobsFile(sweep_dir)
     with (locked(sweep_dir) if mode == "launch" else _nullctx()):
         done = {sid for sid in plan.stages if store.stage(sid).is_done()}
-        live, stuck, q = queue_state(jobs, store, set(plan.stages) - done)
+        try:
+            live, stuck, q = queue_state(jobs, store, set(plan.stages) - done)
+        except slurm_query.SlurmError as e:
+            if mode == "launch":
+                console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+                return 2
+            live, stuck, q = {}, [], {}     # no controller answers: the dry run shows the whole plan
         todo = {sid for sid in plan.stages if sid not in done and sid not in live}
         if only is not None:
             todo &= set(only)
@@ -184,7 +195,7 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
 
 def _print_skipped(info, console) -> None:
     if info is None:
-        console.print(f"not checked (no Slurm here, these need scontrol): {SKIPPED_WITHOUT_SLURM}; checked: "
+        console.print(f"not checked (no Slurm controller answers here, these need scontrol): {SKIPPED_WITHOUT_SLURM}; checked: "
                       "the site profile, every value that reaches a job file, the launcher's timings",
                       highlight=False, soft_wrap=True)
 
