@@ -9,6 +9,7 @@ need it are skipped with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -73,6 +74,125 @@ def slurm_cluster():
     if started:
         subprocess.run(["bash", str(SCRIPTS / "stop-slurm.sh")], capture_output=True, text=True,
                        env={**os.environ, "SLURM_BASE": BASE}, timeout=120)
+
+
+# --------------------------------------------------------------------------- the virtual multi-node cluster
+
+VIRTUAL = SCRIPTS / "virtual-cluster.sh"
+VBASE = os.environ.get("VCLUSTER_BASE", "/tmp/r360-vcluster")
+
+
+class VirtualCluster:
+    """Handle on the virtual multi-node cluster (localslurm/virtual-cluster.sh): its client
+    environment, and the machines' power and cables, for the tests that break them."""
+
+    def __init__(self, base: str, started: bool):
+        self.base, self.started = base, started
+        env = {}
+        for line in Path(base, "env").read_text().splitlines():     # export K=V lines
+            k, v = line.removeprefix("export ").split("=", 1)
+            env[k] = v
+        self.conf = env["SLURM_CONF"].strip("'\"")
+        self.bin = str(Path(base) / "bin")
+        self.nodes = Path(base, "nodes").read_text().split()
+        self.partition = "virtual"
+
+    def env(self, extra: dict | None = None) -> dict:
+        """os.environ with this cluster's clients first on PATH (for subprocesses)."""
+        return {**os.environ, **self.client_env(), **(extra or {})}
+
+    def client_env(self) -> dict:
+        """What a shell needs to use this cluster (what `virtual-cluster.sh env` exports)."""
+        return {"SLURM_CONF": self.conf, "PATH": f"{self.bin}:{os.environ['PATH']}"}
+
+    def use(self, monkeypatch) -> None:
+        """Point this test process's Slurm calls (slurm_query, ...) at the virtual cluster."""
+        monkeypatch.setenv("SLURM_CONF", self.conf)
+        monkeypatch.setenv("PATH", f"{self.bin}:{os.environ['PATH']}")
+
+    def sh(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(VIRTUAL), *args], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "VCLUSTER_BASE": self.base})
+
+    def on(self, node: str, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return self.sh("exec", node, *cmd, timeout=timeout)
+
+    def pids(self, node: str) -> list[int]:
+        """Host PIDs of every process on a machine (its network namespace)."""
+        out = subprocess.run(["ip", "netns", "pids", f"r360vc-{node}"], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def node_of(self, pid: int) -> str | None:
+        """The machine a (host) PID runs on."""
+        for n in self.nodes + ["vhead"]:
+            try:
+                if os.stat(f"/run/netns/r360vc-{n}").st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino:
+                    return n
+            except OSError:
+                continue
+        return None
+
+    def rx_bytes(self, node: str, iface: str = "eth0") -> int:
+        """Bytes a machine has received on an interface (its side of the cable)."""
+        out = subprocess.run(["ip", "-n", f"r360vc-{node}", "-s", "-j", "link", "show", iface], capture_output=True,
+                             text=True, check=True).stdout
+        return int(json.loads(out)[0]["stats64"]["rx"]["bytes"])
+
+    def power_off(self, node: str) -> None:
+        p = self.sh("kill", node)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+    def boot(self, node: str) -> None:
+        p = self.sh("boot", node, timeout=180)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+    def link(self, node: str, state: str) -> None:
+        p = self.sh("link", node, state)
+        assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _virtual_up() -> bool:
+    return subprocess.run(["bash", str(VIRTUAL), "status"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "VCLUSTER_BASE": VBASE}).returncode == 0
+
+
+def _virtual_why_not() -> str | None:
+    if os.environ.get("R360_SKIP_SLURM"):
+        return "R360_SKIP_SLURM is set"
+    if os.geteuid() != 0:
+        return "the virtual multi-node cluster needs root (network namespaces, bridges, Slurm daemons)"
+    if not Path("/etc/debian_version").exists() or shutil.which("apt-get") is None:
+        return "the virtual multi-node cluster recipe needs Debian (apt-get installs Slurm 22.05)"
+    for tool in ("ip", "nsenter", "unshare", "bridge"):
+        if shutil.which(tool) is None:
+            return f"the virtual multi-node cluster needs `{tool}` (iproute2 / util-linux)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def virtual_cluster():
+    """A 3-node Slurm cluster of network/UTS/PID/mount namespaces on this machine, started once
+    per session beside the single-node one (its own SLURM_CONF, ports, state, munge) and
+    stopped at the end, if this session started it."""
+    reason = _virtual_why_not()
+    if reason:
+        pytest.skip(reason)
+    started = False
+    if not _virtual_up():
+        t0 = time.time()
+        proc = subprocess.run(["bash", str(VIRTUAL), "start", "3"], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "VCLUSTER_BASE": VBASE})
+        if proc.returncode != 0:
+            subprocess.run(["bash", str(VIRTUAL), "stop"], capture_output=True, timeout=120,
+                           env={**os.environ, "VCLUSTER_BASE": VBASE})
+            pytest.skip(f"could not start the virtual cluster: {(proc.stdout + proc.stderr)[-800:]}")
+        started = "already running" not in proc.stdout      # another session won the race
+        print(f"\n[virtual_cluster] started in {time.time() - t0:.1f}s")
+    vc = VirtualCluster(VBASE, started)
+    yield vc
+    if started:
+        subprocess.run(["bash", str(VIRTUAL), "stop"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "VCLUSTER_BASE": VBASE})
 
 
 # --------------------------------------------------------------------------- helpers for the tests

@@ -410,9 +410,14 @@ def test_max_requeue_zero_never_requeues(tmp_path, monkeypatch):
     monkeypatch.setattr(sbatch, "requeue", must_not_run)
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     store = Store(tmp_path / "store")
-    store.stage("s1").path.mkdir(parents=True)
+    sd = store.stage("s1")
+    sd.path.mkdir(parents=True)
+    sd.end_attempt(sd.begin_attempt(), "preempted")       # what the runner records, then the job body
     assert job._requeue({"max_requeue": 0}, store, "s1", restarts=0) == 1
-    assert "launcher.max_requeue=0" in store.stage("s1").failure()
+    assert "launcher.max_requeue=0" in sd.failure()
+    # not resumed: the stage is failed (r360 status, resubmit --failed), its attempt too
+    assert sd.state().state == "failed" and "launcher.max_requeue=0" in sd.state().detail
+    assert [a["status"] for a in sd.attempts()] == ["failed"]
     assert sbatch.job_ref({"SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "3", "SLURM_JOB_ID": "9"}) == "5_3"
     assert sbatch.job_ref({"SLURM_JOB_ID": "9"}) == "9"
 

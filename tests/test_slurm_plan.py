@@ -269,7 +269,8 @@ def test_status_from_directories_and_slurm(tmp_path, monkeypatch):
     assert slurm_query.CALLS == {"squeue": 1, "sacct": 1}
     by = {(r.point, r.role): r for r in snap.rows}
     assert by[(plan.points[0].name, "sft")].state == "running"
-    assert by[(plan.points[1].name, "sft")].label == "pending (Dependency)"
+    # pending on a dependency whose upstream stage (traces) failed: it can never run
+    assert by[(plan.points[1].name, "sft")].label == f"failed ({status.NEVER})"
     assert by[(plan.points[0].name, "rl")].state == "failed"
 
 

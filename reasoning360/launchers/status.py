@@ -7,6 +7,10 @@ in jobs.json, whatever the sweep's size: a stage whose job is live is `pending` 
 reason) or `running`; a job that ended without DONE says why (timeout, node failure, out of
 memory, cancelled, preempted) next to the directory's state.
 
+A stage pending on a dependency that can never be satisfied (its upstream stage failed or was
+cancelled, at any depth) is failed, not pending forever; a job Slurm still reports COMPLETING
+whose stage failed (a lost node keeps it so until SlurmdTimeout) is failed, not running.
+
 States: done, running, pending (Slurm only), failed, interrupted, not started.
 """
 
@@ -77,6 +81,8 @@ def stage_row(sd: StageDir, kind: str, ref: str | None, live: dict[str, Any], en
         r.elapsed = summ.get("wall_s")
         if kind == "eval":
             r.metric_name, r.metric = "accuracy", summ.get("accuracy")
+    elif t is not None and t.state == "COMPLETING" and st.state == "failed":
+        pass            # the job is over and its stage failed; Slurm is still cleaning up its nodes
     elif t is not None and t.state in _live_states():
         r.state, r.reason = _live(t, now)
         if r.state == "running":
@@ -86,6 +92,8 @@ def stage_row(sd: StageDir, kind: str, ref: str | None, live: dict[str, Any], en
         if a.start and a.end:
             r.elapsed = a.end - a.start
         why = SLURM_WHY.get(a.state, a.state.lower())
+        if a.state == "NODE_FAIL" and a.nodes:
+            why += f" on {a.nodes}"
         if st.state == "running":        # started on another node, and its job is over
             r.state = "interrupted" if a.state in ("CANCELLED", "PREEMPTED") else "failed"
             r.reason = why
@@ -115,7 +123,7 @@ def _live(t: Any, now: float) -> tuple[str, str]:
     if t.state in RUNNING_STATES:
         return "running", ""
     if t.reason == "DependencyNeverSatisfied":     # an upstream job failed: it will never start
-        return "failed", "upstream failed: dependency never satisfied"
+        return "failed", NEVER
     reason = t.reason if t.reason not in ("None", "") else t.state.lower()
     if t.state == "SUSPENDED":
         reason = "suspended"
@@ -124,6 +132,26 @@ def _live(t: Any, now: float) -> tuple[str, str]:
     if t.restarts:
         reason += f", requeued x{t.restarts}"
     return "pending", reason
+
+
+NEVER = "upstream failed: dependency never satisfied"
+
+
+def doomed(plan: Any, rows: dict[str, Row]) -> None:
+    """Slurm marks only the direct dependents of a failed job DependencyNeverSatisfied; a job
+    pending on one of *those* waits on `Dependency` forever. So a stage pending on a dependency
+    whose upstream stage failed (or was interrupted: nothing will resume it) is failed too, down
+    the whole chain."""
+    changed = True
+    while changed:
+        changed = False
+        for sid, r in rows.items():
+            if r.state != "pending" or not r.reason.startswith("Dependency"):
+                continue
+            ups = [rows.get(d) for d in plan.stages[sid].deps.values()]
+            if any(u is not None and u.state in ("failed", "interrupted") for u in ups):
+                r.state, r.reason = "failed", NEVER
+                changed = True
 
 
 def _live_states() -> set[str]:
@@ -158,13 +186,15 @@ def snapshot(sweep_dir: str | Path, use_slurm: bool = True) -> Snapshot:
                 live, ended = fq.result(), fa.result()
     now = time.time()
     cache: dict[str, Row] = {}
-    rows: list[Row] = []
     for pp in plan.points:
-        for role, sid in pp.stages.items():
+        for sid in pp.stages.values():
             if sid not in cache:
                 cache[sid] = stage_row(store.stage(sid), plan.stages[sid].kind, refs.get(sid), live, ended,
                                        totals, now)
-            rows.append(Row(**{**asdict(cache[sid]), "point": pp.name, "role": role}))
+    if slurm:
+        doomed(plan, cache)
+    rows = [Row(**{**asdict(cache[sid]), "point": pp.name, "role": role})
+            for pp in plan.points for role, sid in pp.stages.items()]
     counts: dict[str, int] = {}
     for r in cache.values():
         counts[r.state] = counts.get(r.state, 0) + 1

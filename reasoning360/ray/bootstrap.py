@@ -1,11 +1,24 @@
 """A Ray cluster over the nodes of one Slurm job, and nothing left of it afterwards.
 
-Rank 0 (one task per node, `srun --ntasks-per-node=1`) starts the head, writes its address
-to the job's shared directory, and waits until every node of the job has joined (a clear
-error names the nodes that did not); ranks > 0 join it and stay until rank 0 says the job
-is over. Every node takes a port *slot* (a block of ports for GCS, raylet, object manager,
-agents and workers) by flock on a node-local file held for the life of the job, and its own
-temp dir `/tmp/r360-ray/<job>`, so two jobs on one node never collide.
+Rank 0 (one task per node, `srun --ntasks-per-node=1`) starts the head and publishes its
+address in the job's shared directory (one per job and run, so a requeued run never reads
+the head of the previous one) as soon as its GCS answers; ranks > 0 join it and stay until
+rank 0 says the job is over. Readiness is polled, never slept for: rank 0 waits until every
+node of the job is alive in Ray (a clear error names the nodes that did not join in time).
+
+Network: one interface per job (reasoning360.ray.network): `cluster.network_interface`, or the
+route to the head; every Ray node gets `--node-ip-address` on it, and GLOO_SOCKET_IFNAME /
+NCCL_SOCKET_IFNAME are exported to the stage and to Ray's workers, so no library guesses.
+
+Liveness: every rank > 0 holds a connection to rank 0's watchdog (reasoning360.ray.watchdog);
+a node whose step dies (or goes silent) is named at once, and rank 0's main thread gets a
+NodeLost exception (through SIGUSR1) instead of waiting on a dead node.
+
+Isolation: every node takes a port *slot* (a block of ports for GCS, raylet, object manager,
+agents, workers, the watchdog and a torchrun rendezvous, R360_RDZV_PORT) by flock on a
+node-local file held for the life of the job, its own temp dir `/tmp/r360-ray/<job>.<pid>`,
+and a per-job auth token, so two jobs on one node never collide and no driver attaches to a
+cluster that is not its own.
 
 Teardown never uses `ray stop` (it kills every Ray of the user, other jobs' included): the
 processes of this cluster are found by PID — the `ray start --block` process we spawned,
@@ -24,7 +37,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -32,9 +44,13 @@ import time
 import zlib
 from pathlib import Path
 
+from reasoning360.ray import network, watchdog
+from reasoning360.ray.network import interface_ip  # noqa: F401  (kept importable from here)
+
 RAY_TMP = Path(os.environ.get("R360_RAY_TMP", "/tmp/r360-ray"))
 SLOTS = 150
 PORT_BASE, PORT_STRIDE = 20000, 200
+FIXED_PORTS = 20          # the named ports of a slot; Ray's worker ports are the rest
 DONE = "released"
 ENV_MARK = "R360_RAY_KEY"        # set in the environment of every Ray process of a job
 
@@ -45,19 +61,6 @@ class RayBootstrapError(RuntimeError):
 
 def _log(msg: str) -> None:
     print(f"[ray-bootstrap {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def interface_ip(iface: str) -> str:
-    """IPv4 address of a network interface (e.g. ib0)."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", iface[:15].encode()))  # SIOCGIFADDR
-    except OSError as e:
-        raise RayBootstrapError(f"cluster.network_interface: {iface!r} has no IPv4 address on "
-                                f"{socket.gethostname()} ({e})") from None
-    finally:
-        s.close()
-    return socket.inet_ntoa(packed[20:24])
 
 
 def _port_free(port: int) -> bool:
@@ -86,7 +89,7 @@ class PortSlot:
                 fh.close()
                 continue
             base = PORT_BASE + slot * PORT_STRIDE
-            if all(_port_free(base + k) for k in range(10)):
+            if all(_port_free(base + k) for k in range(FIXED_PORTS)):
                 self.fh, self.slot, self.base = fh, slot, base
                 fh.seek(0), fh.truncate(), fh.write(f"{os.getpid()} {key}\n"), fh.flush()
                 return
@@ -99,8 +102,10 @@ class PortSlot:
         return {"port": b, "node-manager-port": b + 1, "object-manager-port": b + 2,
                 "metrics-export-port": b + 3, "dashboard-agent-grpc-port": b + 4,
                 "dashboard-agent-listen-port": b + 5, "runtime-env-agent-port": b + 6,
-                "ray-client-server-port": b + 7, "dashboard-port": b + 8, "min-worker-port": b + 10,
-                "max-worker-port": b + PORT_STRIDE - 1}
+                "ray-client-server-port": b + 7, "dashboard-port": b + 8,
+                "watchdog-port": b + 9,       # rank 0's node watchdog (reasoning360.ray.watchdog)
+                "rendezvous-port": b + 11,    # exported as R360_RDZV_PORT: torchrun's c10d endpoint
+                "min-worker-port": b + FIXED_PORTS, "max-worker-port": b + PORT_STRIDE - 1}
 
     def release(self) -> None:
         if getattr(self, "fh", None) is not None:
@@ -216,27 +221,36 @@ def _alive(pid: int) -> bool:
 # ----------------------------------------------------------------------- the cluster
 
 
-def _ignore_preemption_signals() -> None:
-    """In `ray start` (and so in every Ray process of the job, which inherit it): ignore USR1/USR2.
-    Slurm sends USR2 (`--signal=USR2@N`, `scancel --signal=USR2`) to every process of the job
-    step, and Ray's daemons and workers would die of it before the stage could checkpoint; only
-    the job process acts on it."""
-    import signal as _signal
+class NodeLost(KeyboardInterrupt):
+    """Raised in rank 0's main thread when another node of the job is lost. A KeyboardInterrupt,
+    so that it interrupts whatever the stage is doing (a `ray.get` on an actor of that node
+    included) and the runner records the attempt as interrupted, not as a bug of the stage."""
 
-    _signal.signal(_signal.SIGUSR1, _signal.SIG_IGN)
-    _signal.signal(_signal.SIGUSR2, _signal.SIG_IGN)
+    def __init__(self, host: str, rank: int, why: str, terminated: bool = False):
+        super().__init__(f"node {host} (rank {rank}) lost: {why}")
+        self.host, self.rank, self.why = host, rank, why
+        self.terminated = terminated     # Slurm ended that rank (scancel, time limit): the job is ending
 
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class RayCluster:
-    """Context manager: `with RayCluster(...) as rc: ...` (rank 0 gets rc.address)."""
+    """Context manager: `with RayCluster(...) as rc: ...` (rank 0 gets rc.address).
+
+    driver_cpus: CPUs of the head that the job's driver (rank 0's stage, outside Ray) keeps for
+    itself when the job has several nodes, so that Ray places its actors on the other nodes first."""
 
     def __init__(self, *, key: str, rank: int, hosts: list[str], shared_dir: Path, num_cpus: int,
-                 num_gpus: int = 0, interface: str | None = None, join_timeout_s: float = 180.0):
+                 num_gpus: int = 0, interface: str | None = None, join_timeout_s: float = 180.0,
+                 driver_cpus: int = 0, node_timeout_s: float = watchdog.TIMEOUT_S):
         self.key, self.rank, self.hosts = key, rank, list(hosts) or [socket.gethostname()]
         self.shared = Path(shared_dir)
         self.num_cpus, self.num_gpus = max(1, int(num_cpus)), int(num_gpus)
+        if self.rank == 0 and len(self.hosts) > 1:
+            self.num_cpus = max(0, self.num_cpus - int(driver_cpus))
         self.interface, self.join_timeout_s = interface, float(join_timeout_s)
+        self.node_timeout_s = float(node_timeout_s)     # silence after which a node counts as lost
         # per run (pid): a requeued task restarting on this node never shares the dir of its
         # previous run, whose reaper may still be sweeping it
         self.temp_dir = RAY_TMP / f"{key.replace('/', '_')}.{os.getpid()}"
@@ -246,21 +260,34 @@ class RayCluster:
         self.proc: subprocess.Popen | None = None
         self.slot: PortSlot | None = None
         self.address: str | None = None
+        self.network: network.Choice | None = None
+        self.joined_s: float | None = None      # rank 0: seconds from start() to every node joined
+        self.lost: NodeLost | None = None       # rank 0: the first node lost after the cluster was up
+        self.head_lost: str | None = None       # ranks > 0: why the head went away, if it did
+        self._server: watchdog.Server | None = None
+        self._client: watchdog.Client | None = None
+        self._up = False
         self._stopped = False
+        self._main = threading.main_thread().ident
 
     # -- lifecycle
     def __enter__(self) -> "RayCluster":
         try:
             self.start()
-        except BaseException:
+        except BaseException as e:
+            if self._client is not None:
+                self._client.error(f"{type(e).__name__}: {e}")
             self.stop()
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._client is not None and exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._client.terminated()     # SIGTERM (the job turns it into KeyboardInterrupt)
         self.stop()
 
     def start(self) -> "RayCluster":
+        t0 = time.monotonic()
         self.shared.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
             for f in self.shared.glob("joined-*"):
@@ -272,41 +299,110 @@ class RayCluster:
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self._start_reaper()
         ports = self.slot.ports()
+        head = None
+        try:
+            if self.rank == 0:
+                self.network = network.choose(self.interface, peers=self.hosts[1:])
+            else:
+                head = self._wait_head()
+                self._client = watchdog.Client(head["watch"], self.rank, socket.gethostname(),
+                                               connect_timeout_s=self.join_timeout_s,
+                                               timeout_s=self.node_timeout_s)
+                self.network = network.choose(self.interface, head_ip=head["ip"])
+        except (network.NetworkError, ConnectionError) as e:
+            raise RayBootstrapError(str(e)) from None
+        os.environ.update(self.network.env())
+        _log(f"rank {self.rank} on {socket.gethostname()}: {self.network.describe()}; exported "
+             + " ".join(f"{k}={v}" for k, v in sorted(self.network.env().items())))
         argv = [ray_executable(), "start", "--block", "--disable-usage-stats",
-                f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}"]
-        if self.interface:
-            argv.append(f"--node-ip-address={interface_ip(self.interface)}")
+                f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}",
+                f"--node-ip-address={self.network.ip}"]
         if self.rank == 0:
-            argv += ["--head", "--include-dashboard=false"]
-            argv += [f"--{k}={v}" for k, v in ports.items()]
+            # no dashboard, and no autoscaler monitor (a Slurm allocation does not scale): two
+            # Python processes fewer to start on the head
+            argv += ["--head", "--include-dashboard=false", "--no-monitor"]
+            argv += [f"--{k}={v}" for k, v in ports.items() if k not in ("watchdog-port", "rendezvous-port")]
+            if len(self.hosts) > 1:
+                self._server = watchdog.Server(self.network.ip, ports["watchdog-port"], self._on_lost,
+                                               timeout_s=self.node_timeout_s)
+                self._install_lost_handler()
         else:
-            head = self._wait_head()
             argv.append(f"--address={head['address']}")
             argv += [f"--{k}={v}" for k, v in ports.items()
-                     if k not in ("port", "ray-client-server-port", "dashboard-port")]
+                     if k not in ("port", "ray-client-server-port", "dashboard-port", "watchdog-port",
+                                  "rendezvous-port")]
         self._auth()
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", ENV_MARK: str(self.temp_dir)}
         log = open(self.temp_dir / "ray-start.log", "ab")
         _log(f"rank {self.rank} on {socket.gethostname()}: ray start (slot {self.slot.slot}, temp {self.temp_dir})")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True, preexec_fn=_ignore_preemption_signals)
+                                     start_new_session=True, preexec_fn=_ignore_preemption_signal)
         if self.rank == 0:
             self.address = self._wait_gcs(ports["port"])
-            from reasoning360 import atomic
-            atomic.write_json(self.shared / "head.json", {"address": self.address, "host": socket.gethostname()})
-            self._wait_nodes()
             os.environ["RAY_ADDRESS"] = self.address
-            _log(f"Ray cluster up at {self.address}: {len(self.hosts)} node(s)")
+            # torchrun's c10d rendezvous on the head: a free port of this job's slot, and the
+            # head by name (torchrun hosts the store on the node whose *hostname* matches the
+            # endpoint; an IP endpoint matches nothing where the hostname resolves to 127.0.1.1,
+            # and every agent then waits for a store nobody started)
+            os.environ["R360_RDZV_PORT"] = str(ports["rendezvous-port"])
+            os.environ["MASTER_ADDR"] = socket.gethostname()
+            os.environ["MASTER_PORT"] = str(ports["rendezvous-port"])
+            self._wait_nodes()
+            self.joined_s = time.monotonic() - t0
+            _log(f"Ray cluster up at {self.address}: all {len(self.hosts)} node(s) joined in "
+                 f"{self.joined_s:.1f}s: {self._describe_nodes()}")
         else:
             self._wait_raylet_up()
             (self.shared / f"joined-{socket.gethostname()}").write_text(str(os.getpid()))
+        self._up = True
         return self
+
+    # -- node loss (rank 0)
+    def _install_lost_handler(self) -> None:
+        """SIGUSR1 carries the watchdog's verdict to the main thread (a real signal interrupts a
+        blocking call, which _thread.interrupt_main does not)."""
+        def handler(signum, frame):
+            if self.lost is not None and not self._stopped:
+                raise self.lost
+        try:
+            signal.signal(signal.SIGUSR1, handler)
+        except ValueError:        # not the main thread: interrupt_main is the fallback
+            self._main = None
+
+    def _on_lost(self, host: str, rank: int, why: str, terminated: bool = False) -> None:
+        err = NodeLost(host, rank, why, terminated)
+        _log(f"{err}")
+        self.lost = err           # kept even when the cluster is already stopping: the job's verdict
+        if self._stopped:
+            return
+        if not self._up:
+            return                # start() polls for it
+        if self._main is not None:
+            signal.pthread_kill(self._main, signal.SIGUSR1)
+        else:
+            import _thread
+            _thread.interrupt_main()
+
+    def _describe_nodes(self) -> str:
+        import ray
+
+        rows = []
+        def is_head(n):
+            return "node:__internal_head__" in n.get("Resources", {})
+
+        for n in sorted(ray.nodes(), key=lambda n: (not is_head(n), n.get("NodeManagerHostname", ""))):
+            if n.get("Alive"):
+                cpus = n.get("Resources", {}).get("CPU", 0)
+                rows.append(f"{n.get('NodeManagerHostname')} {n.get('NodeManagerAddress')} ({cpus:g} CPU"
+                            + (", head)" if is_head(n) else ")"))
+        return ", ".join(rows)
 
     def _auth(self) -> None:
         """Token auth with a per-job token (rank 0 makes it, in the job's shared directory), set
         for `ray start` and for this process's driver alike. Without an explicit mode Ray 2.60
         turns token auth on whenever ~/.ray/auth_token exists, and a driver without the token
-        is refused."""
+        is refused. A token per job (and run) also means no process can attach to the Ray
+        cluster of another job, nor the other way round."""
         tok = self.shared / "auth_token"
         if self.rank == 0:
             import secrets
@@ -326,25 +422,33 @@ class RayCluster:
             [sys.executable, "-m", "reasoning360.ray.bootstrap", "reap", str(os.getpid()),
              self.temp_dir.name],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_ignore_preemption_signal)
         p.wait()
 
     def _wait_gcs(self, port: int) -> str:
-        ip = interface_ip(self.interface) if self.interface else _my_ip()
+        """Publish the head's address as soon as its GCS accepts connections (the other ranks
+        start their raylets meanwhile), then wait for the head's own raylet."""
+        ip = self.network.ip
         deadline = time.time() + 60
+        published = False
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RayBootstrapError(f"ray start --head exited with {self.proc.returncode} on "
                                         f"{socket.gethostname()}: {self._start_log_tail()}")
             try:
-                with socket.create_connection((ip, port), timeout=0.5):
-                    pass
-                # the raylet is up too once the node is registered
+                if not published:
+                    with socket.create_connection((ip, port), timeout=0.5):
+                        pass
+                    from reasoning360 import atomic
+                    atomic.write_json(self.shared / "head.json", {
+                        "address": f"{ip}:{port}", "ip": ip, "host": socket.gethostname(), "key": self.key,
+                        "watch": self._server.address if self._server else None})
+                    published = True
                 if self._registered_nodes(ip, port) >= 1:
                     return f"{ip}:{port}"
             except Exception:   # not up yet (refused, or GCS up but raylet not registered)
                 pass
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise RayBootstrapError(f"the Ray head on {socket.gethostname()} did not come up within 60 s: "
                                 f"{self._start_log_tail()}")
 
@@ -366,6 +470,8 @@ class RayCluster:
         want = len(self.hosts)
         deadline = time.time() + self.join_timeout_s
         while True:
+            if self.lost is not None:      # a node died while the cluster formed: name it now
+                raise self.lost
             alive = [n for n in ray.nodes() if n.get("Alive")]
             if len(alive) >= want:
                 return
@@ -377,7 +483,7 @@ class RayCluster:
                 raise RayBootstrapError(
                     f"node(s) {', '.join(missing)} did not join the Ray cluster of job {self.key} within "
                     f"{self.join_timeout_s:.0f}s ({len(alive)}/{want} joined; see the job log of that node)")
-            time.sleep(0.5)
+            time.sleep(0.1)
 
     def _wait_head(self) -> dict:
         deadline = time.time() + self.join_timeout_s
@@ -390,7 +496,7 @@ class RayCluster:
                     pass
             if (self.shared / DONE).exists():
                 raise RayBootstrapError("the job ended before its Ray head came up")
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise RayBootstrapError(f"no Ray head address in {f} after {self.join_timeout_s:.0f}s")
 
     def _wait_raylet_up(self) -> None:
@@ -399,10 +505,13 @@ class RayCluster:
             if self.proc.poll() is not None:
                 raise RayBootstrapError(f"ray start on {socket.gethostname()} exited with "
                                         f"{self.proc.returncode}: {self._start_log_tail()}")
+            if self._client is not None and self._client.released.is_set():
+                raise RayBootstrapError(f"the head went away before this node joined: {self._client.lost}")
             if list(self.temp_dir.glob("session_*/sockets/raylet*")):
                 return
-            time.sleep(0.25)
-        raise RayBootstrapError(f"the raylet on {socket.gethostname()} did not come up within 60 s")
+            time.sleep(0.1)
+        raise RayBootstrapError(f"the raylet on {socket.gethostname()} did not come up within 60 s: "
+                                f"{self._start_log_tail()}")
 
     def _start_log_tail(self) -> str:
         try:
@@ -410,9 +519,15 @@ class RayCluster:
         except OSError:
             return ""
 
-    def wait_released(self, poll_s: float = 1.0) -> None:
-        """Ranks > 0: stay until rank 0 releases the cluster (or the head dies)."""
+    def wait_released(self, poll_s: float = 0.2) -> None:
+        """Ranks > 0: stay until rank 0 releases the cluster, or the head is lost (head_lost
+        says why), or this node's Ray exits."""
         while not (self.shared / DONE).exists():
+            if self._client is not None and self._client.released.is_set():
+                if self._client.lost and not (self.shared / DONE).exists():
+                    self.head_lost = self._client.lost
+                    _log(f"head lost: {self.head_lost}")
+                return
             if self.proc is not None and self.proc.poll() is not None:
                 _log(f"ray on {socket.gethostname()} exited ({self.proc.returncode})")
                 return
@@ -424,6 +539,8 @@ class RayCluster:
             (self.shared / DONE).write_text(str(time.time()))
         except OSError:
             pass
+        if self._server is not None:
+            self._server.release()
 
     def stop(self) -> None:
         """Tear the cluster down by PID, fast (well inside Slurm's KillWait): disconnect the
@@ -434,6 +551,8 @@ class RayCluster:
         self._stopped = True
         if self.rank == 0:
             self.release()
+        if self._client is not None:
+            self._client.close()
         t = threading.Thread(target=_shutdown_driver, daemon=True)
         t.start()
         t.join(timeout=5)
@@ -446,7 +565,9 @@ class RayCluster:
         deadline = time.time() + 3
         while time.time() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.1)
-        killed = kill_cluster(self.temp_dir, roots, grace_s=0.5) if any(_alive(p) for p in pids) else []
+        # then sweep again, whatever happened: a process forked while we were stopping the rest
+        # (an agent the raylet was starting) is found by its R360_RAY_KEY
+        killed = kill_cluster(self.temp_dir, roots, grace_s=0.5)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=1)
@@ -456,6 +577,19 @@ class RayCluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         if self.slot is not None:
             self.slot.release()
+        if self.rank == 0:
+            (self.shared / "auth_token").unlink(missing_ok=True)
+
+
+def _ignore_preemption_signal() -> None:
+    """In `ray start` (and so in every Ray process it spawns: an ignored signal stays ignored
+    across exec) and in the reaper: Slurm delivers the preemption signal (USR2, `--signal`) to
+    every process of the job's steps, and its default action would kill the raylets and Ray
+    workers of every node under the job that is about to checkpoint. Only the job body acts
+    on it. USR1 too: Slurm may be told to send it (`--signal=USR1@N`), and rank 0's job
+    process uses it for the watchdog's verdict (a Ray process must never act on either)."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -475,22 +609,6 @@ def _shutdown_driver() -> None:
         pass
 
 
-def _my_ip() -> str:
-    """This node's address as other nodes reach it (hostname resolution, else a UDP probe)."""
-    try:
-        ip = socket.gethostbyname(socket.gethostname())
-        if not ip.startswith("127."):
-            return ip
-    except OSError:
-        pass
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("10.255.255.255", 1))
-            return s.getsockname()[0]
-    except OSError:
-        return "127.0.0.1"
-
-
 def reap(parent: int, key: str) -> None:
     """Wait for `parent` to die, then kill whatever Ray of job `key` is left on this node."""
     if os.fork():            # detach: the launcher's child exits at once, the reaper is init's
@@ -499,9 +617,12 @@ def reap(parent: int, key: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     while _alive(parent):
         time.sleep(0.5)
     temp = RAY_TMP / key
+    kill_cluster(temp, [], grace_s=2.0)
+    time.sleep(3)                 # and once more, for what was still being born (a loaded node)
     kill_cluster(temp, [], grace_s=2.0)
     shutil.rmtree(temp, ignore_errors=True)
 

@@ -245,6 +245,15 @@ class StageDir:
     def mark_failed(self, error: str) -> None:
         atomic.write_text(self._f(FAILED), error)
 
+    def give_up(self, why: str) -> None:
+        """The launcher will not resume this stage (its requeue budget is spent, a node of its
+        job was lost): FAILED says why in one line, and the last attempt, which the runner ended
+        as preempted or cancelled, now reads failed (a later end line of an attempt wins)."""
+        self.mark_failed(why.strip() + "\n")
+        last = self.last_attempt()
+        if last is not None and last.get("status") != "failed":
+            self._append({"attempt": last["attempt"], "status": "failed"})
+
     def mark_done(self, summary: dict[str, Any]) -> None:
         atomic.write_json(self._f(SUMMARY), summary)
         with contextlib.suppress(FileNotFoundError):

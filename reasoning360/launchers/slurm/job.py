@@ -18,6 +18,11 @@ Signals (the preemption flow):
   * TERM (scancel, or the time limit itself): raised as KeyboardInterrupt in the main thread,
     so the runner records the attempt as interrupted, the `with RayCluster` block kills Ray
     by PID, and the job exits 143.
+  * Node loss (several nodes): the Ray bootstrap's watchdog names a node whose step died or
+    went silent and raises NodeLost in rank 0 at once; the job is requeued like a preemption,
+    or, past `launcher.max_requeue`, the stage is marked failed with the node's name and why
+    (what `r360 status` shows) and the job cancels itself rather than wait for Slurm to notice
+    the node (SlurmdTimeout) and requeue it regardless.
 Requeues are capped at `launcher.max_requeue` (SLURM_RESTART_COUNT).
 """
 
@@ -117,7 +122,7 @@ def run_task(doc: dict, tid: int) -> int:
     """Run task `tid` of an array document on this rank; the process exit code."""
     from reasoning360.engines.context import Preempted
     from reasoning360.sweep.store import Store
-    from reasoning360.ray.bootstrap import RayCluster
+    from reasoning360.ray.bootstrap import NodeLost, RayCluster
 
     sid = doc["tasks"][str(tid)]
     role, kind = doc["role"], doc["kind"]
@@ -134,20 +139,27 @@ def run_task(doc: dict, tid: int) -> int:
     sig.install()
     cluster = None
     if doc.get("ray"):
+        # one shared dir per job and run: a requeued run never reads the head of the previous one
         cluster = RayCluster(key=key, rank=rank, hosts=hosts,
-                             shared_dir=Path(doc["sweep_dir"]) / "slurm" / "ray" / key,
+                             shared_dir=Path(doc["sweep_dir"]) / "slurm" / "ray" / key / f"run{restarts}",
                              num_cpus=int(os.environ.get("SLURM_CPUS_PER_TASK") or doc.get("cpus") or 1),
                              num_gpus=int(doc.get("gpus") or 0), interface=doc.get("network_interface"),
-                             join_timeout_s=float(doc.get("ray_join_timeout_s") or 180))
+                             join_timeout_s=float(doc.get("ray_join_timeout_s") or 180),
+                             driver_cpus=1)     # the stage runs on the head, outside Ray
     if rank > 0:
         if cluster is None:
             return 0
+        # preemption (USR2) is rank 0's to handle: it checkpoints, then releases or requeues
+        # the whole job; a rank > 0 that acted on its own would look like a lost node
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         try:
             with cluster:
-                sig.install()
                 cluster.wait_released()
         except KeyboardInterrupt:
             return 143
+        if cluster.head_lost:
+            _log(f"rank {rank} on {socket.gethostname()}: the head is lost ({cluster.head_lost}); leaving")
+            return 1
         return 0
 
     t0 = time.time()
@@ -163,10 +175,14 @@ def run_task(doc: dict, tid: int) -> int:
     except Preempted as e:
         _log(f"preempted: {e}")
         return _requeue(doc, store, sid, restarts)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        lost = e if isinstance(e, NodeLost) else (cluster.lost if cluster is not None else None)
+        if lost is not None and not lost.terminated and not sig.terminated:   # (ray.get re-raises
+            return _node_lost(doc, store, sid, restarts, lost)        # NodeLost as a plain interrupt)
         if sig.usr2_at is not None and not sig.terminated:
             _log("USR2 grace period over: interrupted without a step-boundary checkpoint")
             return _requeue(doc, store, sid, restarts)
+        sig.terminated = True       # (another rank's SIGTERM may have reached us first)
         _log("terminated (SIGTERM): Ray stopped, stage left resumable")
         if cluster is not None:     # skip Ray's atexit hooks: its processes are gone already
             sys.stdout.flush()
@@ -175,6 +191,9 @@ def run_task(doc: dict, tid: int) -> int:
     except BaseException:
         traceback.print_exc()
         sys.stdout.flush()
+        if cluster is not None and cluster.lost is not None and not cluster.lost.terminated \
+                and not sig.terminated:                          # it failed because a node died
+            return _node_lost(doc, store, sid, restarts, cluster.lost)
         return 1
 
 
@@ -211,6 +230,28 @@ def _hosts() -> list[str]:
     return expand_nodelist(nodelist)
 
 
+def _node_lost(doc: dict, store, sid: str, restarts: int, err) -> int:
+    """Another node of the job is gone (its step died, or it went silent): requeue the job per
+    launcher.max_requeue, else mark the stage failed with the node's name and end the job now.
+    Slurm would otherwise keep it until SlurmdTimeout, then requeue it on its own terms."""
+    _log(f"{err}")
+    limit = int(doc["max_requeue"])
+    if restarts < limit and os.environ.get("SLURM_JOB_ID"):
+        return _requeue(doc, store, sid, restarts)
+    msg = (f"{err}; not requeued (restart {restarts}, launcher.max_requeue={limit}); "
+           "resubmit with r360 resubmit --failed")
+    store.stage(sid).give_up(msg)
+    _log(msg)
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        import subprocess
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # scancel signals this step too
+        sys.stdout.flush()
+        subprocess.run(["scancel", job], capture_output=True, timeout=60)
+    return 1
+
+
 def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
     """Requeue this task (`scontrol requeue <job>_<task>`) unless it has been requeued
     launcher.max_requeue times already (0: never requeue; the stage is marked failed)."""
@@ -218,7 +259,7 @@ def _requeue(doc: dict, store, sid: str, restarts: int) -> int:
     if restarts >= limit:
         msg = (f"not requeued: preempted or timed out {restarts + 1} time(s) "
                f"(launcher.max_requeue={limit}); resubmit with r360 resubmit --failed")
-        store.stage(sid).mark_failed(msg + "\n")
+        store.stage(sid).give_up(msg)
         _log(msg)
         return 1
     if not os.environ.get("SLURM_JOB_ID"):
