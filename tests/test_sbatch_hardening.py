@@ -442,8 +442,21 @@ def test_zero_grace_interrupts_at_once():
         signal.signal(signal.SIGTERM, old[1])
 
 
-def test_dry_run_says_which_checks_were_skipped(tmp_path, capsys):
+@pytest.mark.parametrize("slurm", ["no client", "no controller"])
+def test_dry_run_says_which_checks_were_skipped(tmp_path, capsys, monkeypatch, slurm):
+    """Planning on a laptop: no Slurm client on PATH, or a client whose controller does not answer
+    (a real scontrol pointed at a port nothing listens on)."""
+    if slurm == "no client":
+        monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    else:
+        monkeypatch.undo()                       # the real query (this file's autouse fixture says "no Slurm")
+        if not slurm_query.available():
+            pytest.skip("no Slurm client installed here")
+        conf = tmp_path / "slurm.conf"
+        conf.write_text("ClusterName=nowhere\nSlurmctldHost=localhost\nSlurmctldPort=1\n")
+        monkeypatch.setenv("SLURM_CONF", str(conf))
     rc = run_sweep(compose_cfg(f"paths.root={tmp_path}", "launcher=slurm", "+grid=smoke", "sweep.dry_run=true"))
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0 and "dry run: nothing submitted" in out
-    assert "not checked (no Slurm here, these need scontrol): that each partition exists and is UP" in out
+    assert ("not checked (no Slurm controller answers here, these need scontrol): that each partition "
+            "exists and is UP") in out
