@@ -148,10 +148,28 @@ def _environ_has(pid: int, marker: bytes) -> bool:
         return False
 
 
+def _holds_file_under(pid: int, prefix: str) -> bool:
+    """Whether `pid` has a file open under `prefix` (every Ray process keeps its log open in the
+    job's session directory)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def cluster_pids(temp_dir: Path, roots: list[int] = (), exclude: set[int] = frozenset()) -> set[int]:
-    """PIDs of this job's Ray: `roots` and processes that name temp_dir in their command line
-    or carry R360_RAY_KEY=temp_dir in their environment (Ray workers rename themselves
-    `ray::Actor`, but inherit the raylet's environment), and all their descendants."""
+    """PIDs of this job's Ray: `roots` and processes that name temp_dir in their command line,
+    carry R360_RAY_KEY=temp_dir in their environment (Ray workers rename themselves
+    `ray::Actor`, but inherit the raylet's environment) or hold a file open under temp_dir (a
+    long process title overwrites the environment too: an agent orphaned by a dead raylet is
+    found by its open log), and all their descendants."""
     pids = _all_pids()
     children: dict[int, list[int]] = {}
     mark = str(temp_dir)
@@ -162,7 +180,8 @@ def cluster_pids(temp_dir: Path, roots: list[int] = (), exclude: set[int] = froz
         if pp is not None:
             children.setdefault(pp, []).append(pid)
         cmd = _cmdline(pid) + " "
-        if mark + "/" in cmd or mark + " " in cmd or _environ_has(pid, env_mark):
+        if (mark + "/" in cmd or mark + " " in cmd or _environ_has(pid, env_mark)
+                or (cmd.startswith("ray::") and _holds_file_under(pid, mark + "/"))):
             found.add(pid)
     stack = [r for r in roots if r] + list(found)
     while stack:
