@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from killing import kill_after_chunks
 from reasoning360.tasks import TaskError, build_data, build_traces, get_task, load_rows, score
 from reasoning360.tasks import data as data_mod
 
@@ -152,19 +151,7 @@ def _kill_midway(kind: str, out: Path, data: Path | None, spec_: dict, min_files
     argv = [sys.executable, "-c", code, kind, str(out)] + ([str(data)] if data else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen(argv, env=env, start_new_session=True)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            done = list((out / data_mod.PARTIAL).glob("*.json"))
-            if len(done) >= min_files:
-                break
-            assert p.poll() is None, "the build finished before it could be killed"
-            time.sleep(0.02)
-        else:
-            raise AssertionError("no chunk was finished in time")
-    finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+    kill_after_chunks(p, out / data_mod.PARTIAL, "*.json", min_files)
     assert not list(out.glob("*.parquet")), "killed too late: a final file exists"
 
 

@@ -9,15 +9,14 @@ import functools
 import hashlib
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from killing import kill_after_chunks
 from reasoning360.sweep.grid import CONFIGS
 from reasoning360.tasks import (TaskError, build_attempts, build_data, build_traces, count_backtracks, get_task,
                                 load_rows, score)
@@ -213,18 +212,7 @@ def test_killed_corpus_build_resumes_to_identical_bytes(tmp_path, monkeypatch):
     code = _KILLABLE.format(spec=repr(pspec()))
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "d"), str(out)],
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline:
-            if len(list((out / data_mod.PARTIAL).glob("attempts-*.json"))) >= 2:
-                break
-            assert p.poll() is None, "the build finished before it could be killed"
-            time.sleep(0.02)
-        else:
-            raise AssertionError("no chunk was finished in time")
-    finally:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
+    kill_after_chunks(p, out / data_mod.PARTIAL, "attempts-*.json", 2)
     assert not (out / "pretrain.parquet").exists(), "killed too late: the final file exists"
     summary = build_attempts(pspec(), tmp_path / "d", out, show_progress=False)
     assert summary["chunks_reused"] >= 2
