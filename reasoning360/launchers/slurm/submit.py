@@ -80,8 +80,9 @@ def check_resources(c: dict, plan: Plan, need_slurm: bool, sweep_dir: Path | Non
     elif need_slurm:
         raise ResourceError("launcher.name: slurm, but sbatch/squeue are not on PATH here; "
                             "submit from a login node, or use sweep.dry_run=true / r360 render")
-    for k in kinds if info is not None else ():
-        resources.check_against(res[k], info)
+    if info is not None:
+        for k in kinds:
+            resources.check_against(res[k], info)
     return res, info, site
 
 
