@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 
 from fixtures_smoke import REPO, smoke_sweep  # noqa: F401
+from reasoning360.launchers.local import concurrency
 from reasoning360.sweep import sweepdir
+from reasoning360.sweep.compose import compose
 from reasoning360.tracking import read_metrics
 
 
@@ -46,9 +48,15 @@ def test_a_finished_sweep_leaves_its_report(smoke_sweep):
 
 def test_every_stage_is_done_with_spec_metrics_and_outputs(smoke_sweep):
     plan, store, _ = sweepdir.load(smoke_sweep)
+    workers, threads = concurrency(compose(["+grid=smoke"]))
+    assert workers == 2 or len(os.sched_getaffinity(0)) < 2
     for sid, stage in plan.stages.items():
         sd = store.stage(sid)
         assert sd.is_done(), sid
+        # threads follow from the plan, not from timing: the stages every other one is upstream
+        # or downstream of run alone with the pool's whole budget, the others with `threads`
+        alone = stage.kind in ("data", "pretrain")
+        assert [a["threads"] for a in sd.attempts() if "start" in a] == [workers * threads if alone else threads], sid
         assert (sd.path / "spec.json").exists()
         if stage.kind in ("sft", "rl"):
             assert (sd.path / "model" / "config.json").exists()

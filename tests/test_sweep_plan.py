@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from reasoning360.launchers.pool import solo_stages
 from reasoning360.sweep import grid, identity, main, sweepdir
 from reasoning360.sweep.plan import plan as make_plan
 from reasoning360.sweep.store import Store
@@ -29,6 +30,10 @@ def test_backtrack_grid_has_four_k_points_and_cold_start(tmp_path):
     assert len({pp.stages["sft"] for pp in plan.points if "sft" in pp.stages}) == 20       # 4 k x 5 seeds
     assert len({pp.stages["traces"] for pp in plan.points if "traces" in pp.stages}) == 4   # traces: per k
     assert sweep_dir == tmp_path / "sweeps" / "backtrack"
+    # the local pool runs the stages every point shares alone, with the whole thread budget;
+    # whether any other stage has company depends on timing, so it always gets the same share
+    assert {plan.stages[s].kind for s in solo_stages(plan)} == {"data", "pretrain"}
+    assert len(solo_stages(plan)) == 2
 
 
 def test_overrides_reach_the_stage_specs(tmp_path):

@@ -2,32 +2,35 @@
 
 Why: a ~1M-parameter model cannot keep two cores busy with one stage (2 threads gave ~1.4x one
 thread), but the stage graph has independent work (the k points' SFTs, cold start's RL), so two
-one-thread stages at once finish the study sooner. Each stage runs as its own process,
-`python -m reasoning360.sweep.runner STORE ID --threads N` (the run_stage a Slurm job calls), in
-its own session with its output in `<stage>/local.log`, and killed if this process dies; this
-process only schedules and shows progress (one bar per running stage, from its metrics.jsonl).
+one-thread stages at once finish the study sooner. Each stage runs in its own process, forked
+from a server that has imported torch once (launchers/stage_process.py: what
+`python -m reasoning360.sweep.runner STORE ID --threads N`, the run_stage a Slurm job calls,
+runs), in its own session with its output in `<stage>/local.log`, and killed if this process
+dies; this process only schedules and shows progress (one bar per running stage).
 
-A stage left running alone with nothing else to start (the tail of a sweep) gets USR1: it
-then uses every core. Ctrl-C once sends USR2 to every running stage (checkpoint at the next step boundary, stop);
+Threads per stage follow from the plan alone, never from timing, so the same command gives the
+same numbers (a different thread count changes float reduction order, and training amplifies
+it): a stage that every point shares (the data, the pretrained base) runs alone, nothing
+started beside it, with the pool's whole budget, workers x threads; every other stage gets
+`threads`.
+
+Ctrl-C once sends USR2 to every running stage (checkpoint at the next step boundary, stop);
 twice sends SIGTERM (stop now; the last interval checkpoint remains). Either way the same
 command resumes. A failed stage skips the stages below it; other points go on.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from reasoning360 import stages
-from reasoning360.cores import usable_cores
 from reasoning360.tracking import last_step
 from reasoning360.sweep.plan import Plan
 from reasoning360.sweep.store import Store
@@ -39,10 +42,7 @@ REPO = Path(__file__).resolve().parents[3]
 @dataclass
 class Running:
     sid: str
-    proc: subprocess.Popen
-    started: float
-    log: Any
-    boosted: bool = False          # told to use every core (USR1)
+    proc: multiprocessing.process.BaseProcess
 
 
 def descendants(plan: Plan) -> dict[str, int]:
@@ -60,6 +60,18 @@ def descendants(plan: Plan) -> dict[str, int]:
     return {sid: len(below(sid)) for sid in plan.stages}
 
 
+def solo_stages(plan: Plan) -> set[str]:
+    """The stages every point of the plan shares (the data, the base model): each runs alone."""
+    return set.intersection(*(set(pp.stages.values()) for pp in plan.points)) if plan.points else set()
+
+
+def _processes() -> multiprocessing.context.BaseContext:
+    """Stage processes fork from one server that imported torch and the stage code once."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["reasoning360.launchers.stage_process"])
+    return ctx
+
+
 def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: int,
              fail_fast: bool = False, on_point_done=None) -> tuple[int, bool]:
     """Run every not-DONE stage of `plan`, at most `workers` at once, `threads` torch threads
@@ -70,7 +82,8 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
     # any RL), then plan order; so the last minutes are not one long chain on one core.
     below = descendants(plan)
     todo.sort(key=lambda sid: -below[sid])
-    cores = usable_cores()
+    solo = solo_stages(plan)
+    processes = _processes()
     failed: dict[str, str] = {}                    # stage id -> why (failed, or an upstream failed)
     skipped: set[str] = set()                      # ... of those, the ones whose upstream failed
     running: dict[str, Running] = {}
@@ -97,17 +110,19 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
     def ready(sid: str) -> bool:
         return all(store.stage(d).is_done() for d in plan.stages[sid].deps.values())
 
-    def start(sid: str, n_threads: int) -> Running:
+    def start(sid: str) -> Running:
+        from . import stage_process
+
+        n_threads = workers * threads if sid in solo else threads
         sd = store.stage(sid).path
         sd.mkdir(parents=True, exist_ok=True)
-        log = open(sd / LOG, "ab")
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(n_threads),
                # this checkout's package, whatever the directory the sweep was started from
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.Popen([sys.executable, "-m", "reasoning360.sweep.runner", str(store.root), sid,
-                                 "--threads", str(n_threads)], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True, preexec_fn=_die_with_parent)
-        return Running(sid, proc, time.time(), log)
+        proc = processes.Process(target=stage_process.run, name=f"r360-{sid}",
+                                 args=(str(store.root), sid, n_threads, str(sd / LOG), env, os.getpid()))
+        proc.start()
+        return Running(sid, proc)
 
     def why_failed(sid: str, rc: int) -> str:
         text = (store.stage(sid).failure() or "").strip().splitlines()
@@ -132,10 +147,9 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
         while True:
             for sid in list(running):
                 r = running[sid]
-                rc = r.proc.poll()
+                rc = r.proc.exitcode
                 if rc is None:
                     continue
-                r.log.close()
                 del running[sid]
                 bars.remove(sid)
                 if not store.stage(sid).is_done() and not interrupts[0]:
@@ -152,25 +166,17 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
                         failed[sid] = why
                         skipped.add(sid)
                         continue
+                    if any(r in solo for r in running):
+                        break                     # a shared stage runs alone
+                    if sid in solo and running and ready(sid):
+                        break                     # ... once the running ones have finished
                     if len(running) < workers and ready(sid) and not (fail_fast and failed):
-                        # a stage that starts alone, with nothing else to run beside it (the data
-                        # stage every point waits for), gets every core
-                        alone = not running and not any(o != sid and o not in failed and ready(o)
-                                                        and not store.stage(o).is_done() for o in todo)
-                        running[sid] = start(sid, cores if alone else threads)
-                        running[sid].boosted = alone
+                        running[sid] = start(sid)
                         st = plan.stages[sid]
                         bars.add(sid, f"{_label(st)}", stages.get(st.kind).total_steps(st.spec))
                 report_points()
                 if not running:
                     break
-                if len(running) == 1 and threads < cores and not any(
-                        sid not in running and sid not in failed and not store.stage(sid).is_done()
-                        and ready(sid) for sid in todo):
-                    (r,) = running.values()     # the tail: one stage left running, nothing to start
-                    if not r.boosted and time.time() - r.started > 10:   # its handler is set by then
-                        r.boosted = True
-                        os.kill(r.proc.pid, signal.SIGUSR1)
             for sid in running:
                 bars.update(sid, last_step(store.stage(sid).path) or 0)
             time.sleep(0.5)
@@ -179,19 +185,9 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
         signal.signal(signal.SIGINT, previous)
         for r in running.values():           # only on an exception in this loop
             r.proc.kill()
+            r.proc.join()
     report_points()
     return len(failed) - len(skipped), bool(interrupts[0])
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the launcher dies (even by SIGKILL), so a
-    rerun never finds the stage locked by an orphan (Linux prctl PR_SET_PDEATHSIG)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _label(stage) -> str:

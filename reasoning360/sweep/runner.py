@@ -18,7 +18,6 @@ import traceback
 from typing import Any
 
 from .. import stages
-from ..cores import usable_cores
 from ..engines.context import PreemptFlag, Preempted, StageContext
 from ..tracking import Tracker
 from .store import StageBusy, Store
@@ -59,7 +58,7 @@ def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
         if sd.is_done():           # finished by another process while we waited for nothing
             return sd.summary()
         t0 = time.time()
-        attempt = sd.begin_attempt()
+        attempt = sd.begin_attempt(runtime.get("threads"))
         try:
             summary = kind.runner()(ctx)
         except Preempted:
@@ -78,17 +77,9 @@ def run_stage(store: Store, stage_id: str, *, show_progress: bool = True,
     return summary
 
 
-def _use_all_cores(*_: Any) -> None:
-    """USR1 from the local pool: this stage now runs alone, so it may use every core."""
-    import torch
-
-    torch.set_num_threads(usable_cores())
-
-
 def main(argv: list[str] | None = None) -> int:
     """`python -m reasoning360.sweep.runner STORE STAGE_ID [--threads N]`: one stage in this
-    process. USR2 asks it to checkpoint at the next step boundary and stop (exit 3); USR1 lets
-    it use every core (sent when it is left running alone)."""
+    process. USR2 asks it to checkpoint at the next step boundary and stop (exit 3)."""
     import argparse
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # effective only before torch loads
@@ -99,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     preempt = PreemptFlag()
     signal.signal(signal.SIGUSR2, preempt.request)
-    signal.signal(signal.SIGUSR1, _use_all_cores)
     try:
         summary = run_stage(Store(a.store), a.stage_id, show_progress=sys.stdout.isatty(), preempt=preempt,
                             runtime_overrides=None if a.threads is None else {"threads": a.threads})

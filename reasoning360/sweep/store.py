@@ -229,11 +229,12 @@ class StageDir:
             fcntl.flock(fh, fcntl.LOCK_UN)
             fh.close()
 
-    def begin_attempt(self) -> int:
-        """Append the start of an attempt (so a SIGKILLed one is seen as killed); its number."""
+    def begin_attempt(self, threads: int | None = None) -> int:
+        """Append the start of an attempt (so a SIGKILLed one is seen as killed), with the torch
+        threads it was given (they decide float reduction order); its number."""
         n = len(self.attempts())
         self._append({"attempt": n, "start": time.time(), "status": "running", "pid": os.getpid(),
-                      "host": socket.gethostname(), "job": _job_ref()})
+                      "host": socket.gethostname(), "job": _job_ref(), "threads": threads})
         return n
 
     def end_attempt(self, n: int, status: str, start: float | None = None) -> list[dict[str, Any]]:
