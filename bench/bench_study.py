@@ -3,7 +3,8 @@
     python bench/bench_study.py [--grid backtrack] [--keep] [overrides ...]
 
 Runs `python sweep.py +grid=<grid>` in a fresh R360_ROOT (nothing reused), then `r360 report`,
-and prints: wall time, CPU-seconds (user + system of every process it started), and the
+and prints: wall time, CPU-seconds (user + system of every process it started, orphans
+included: bench/cputime.py), and the
 machine's measured matmul rate (fp32, one thread and all threads), so figures from machines of
 this kind that differ in speed can be compared. Machines of this kind differ by ~1.5x (AVX-512 vs
 AVX2-only): a grid sized for 30 minutes on the slower one finishes in ~20 on the faster.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from cputime import run_counted  # noqa: E402  (bench/cputime.py: counts orphaned descendants too)
 
 
 def matmul_gflops(threads: int, n: int = 512, seconds: float = 2.0) -> float:
@@ -62,12 +64,8 @@ def main() -> int:
     report: dict = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
                     "matmul_gflops_1thread": round(matmul_gflops(1), 1),
                     "matmul_gflops_all": round(matmul_gflops(len(os.sched_getaffinity(0))), 1)}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, str(ROOT / "sweep.py"), f"+grid={a.grid}", *a.overrides],
-                         cwd=ROOT, env=env, text=True, capture_output=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run, wall, cpu = run_counted([sys.executable, str(ROOT / "sweep.py"), f"+grid={a.grid}", *a.overrides],
+                                 cwd=ROOT, env=env, text=True, capture_output=True)
     if run.returncode != 0:
         print(run.stdout[-3000:], run.stderr[-3000:])
         return run.returncode
@@ -75,7 +73,7 @@ def main() -> int:
     rep = subprocess.run([sys.executable, "-m", "reasoning360.cli", "report", a.grid], cwd=ROOT, env=env,
                          text=True, capture_output=True)
     report.update(grid=a.grid, wall_s=round(wall, 1),
-                  cpu_s=round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 1),
+                  cpu_s=round(cpu, 1),
                   report_s=round(time.perf_counter() - t1, 1), report_rc=rep.returncode)
     report["cpu_utilisation"] = round(report["cpu_s"] / wall / report["cores"], 2)
     print(run.stdout[-4000:])
