@@ -126,7 +126,7 @@ def test_sigkill_mid_sft_then_rerun_resumes_from_checkpoint(tmp_path):
     assert len(df) == 1 and not math.isnan(df["rl_acc"][0])
 
 
-@pytest.mark.parametrize("workers", [1, 2])      # in this process / stages as child processes
+@pytest.mark.parametrize("workers", [1, 2])      # one stage at a time / two side by side
 def test_ctrl_c_checkpoints_then_rerun_completes(tmp_path, workers):
     proc = sweep_cmd(tmp_path, *SMALL, f"launcher.workers={workers}")
     assert _wait_for(lambda: len(read_metrics(_sft_dir(tmp_path))) >= 8, 300, proc)
