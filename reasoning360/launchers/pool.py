@@ -36,7 +36,7 @@ from reasoning360.sweep.plan import Plan
 from reasoning360.sweep.store import Store
 
 LOG = "local.log"
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -150,6 +150,7 @@ def run_pool(plan: Plan, store: Store, console: Console, workers: int, threads: 
                 rc = r.proc.exitcode
                 if rc is None:
                     continue
+                r.proc.close()                    # its pipe to the fork server
                 del running[sid]
                 bars.remove(sid)
                 if not store.stage(sid).is_done() and not interrupts[0]:
