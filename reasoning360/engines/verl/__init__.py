@@ -74,8 +74,10 @@ def stage_command(spec: dict[str, Any], runtime: dict[str, Any] | None, stage_di
         env.update(cpu_env(vcfg))
     if spec["kind"] == "sft":
         env["VERL_FILE_LOGGER_PATH"] = log_file
-        cmd = sft_command(ovr, nnodes=nnodes, gpus_per_node=gpus_per_node, python=py,
-                          port=int(vcfg["sft_port"]), env=env)
+        # inside a multi-node job, the rendezvous port the Ray bootstrap reserved for it on the
+        # head (R360_RDZV_PORT, from the job's port slot): two jobs sharing a node never collide
+        port = os.environ.get("R360_RDZV_PORT") or vcfg["sft_port"]
+        cmd = sft_command(ovr, nnodes=nnodes, gpus_per_node=gpus_per_node, python=py, port=int(port), env=env)
     else:
         if os.environ.get("RAY_ADDRESS"):
             env["RAY_ADDRESS"] = os.environ["RAY_ADDRESS"]
