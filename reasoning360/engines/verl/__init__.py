@@ -27,13 +27,22 @@ from . import overrides as O
 from .launch import allocation, ppo_command, sft_command
 from .metrics import latest_checkpoint_step
 
-__all__ = ["needs_ray", "run_sft", "run_grpo", "run_eval", "command_for", "stage_command", "dry_run_commands",
+__all__ = ["needs_ray", "driver_cpus", "run_sft", "run_grpo", "run_eval", "command_for", "stage_command", "dry_run_commands",
            "planned_inputs", "eval_runs"]
 
 
 def needs_ray(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
     """GRPO and eval run verl's main_ppo, a Ray driver; SFT runs under torchrun."""
     return kind in ("rl", "eval")
+
+
+def driver_cpus(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> int:
+    """None: the stage's process and verl's driver only wait on verl's Ray actors (the trainer,
+    the rollout servers), which need the head's CPUs too. On verl's CPU platform a verl device is
+    one Ray CPU: a head that kept its CPU out of Ray would leave an N-node job N-1 workers' room
+    for verl's N (trainer.nnodes) placement groups ("verl on CPU: 2 worker CPUs wanted, the Ray
+    cluster has 1 free"), or, with CPUs to spare, let Ray pack them onto one node."""
+    return 0
 
 
 # ---------------------------------------------------------------------------- commands
