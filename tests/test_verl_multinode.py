@@ -9,7 +9,8 @@ vLLM, Ray, torchrun or Slurm.
 Each node gives Ray exactly one CPU (the profile's 1 CPU per job, and verl's stages keep none of
 the head's out of Ray: engines.verl.driver_cpus), so verl's two placement groups (one "device",
 a Ray CPU on its CPU platform, per node, trainer.nnodes=2) can only land one per node.
-~7-8 minutes (two verl SFT runs and one main_ppo start-up dominate).
+Measured: ~8 minutes of sweep on a quiet machine (two verl SFT runs and main_ppo's start-up
+dominate); the test took 14 min (850 s) while another engineer's suite shared the 2 cores.
 """
 
 from __future__ import annotations
