@@ -6,6 +6,9 @@ runs the local engine without importing it. A new engine is one package exposing
     run_sft(ctx) / run_grpo(ctx) / run_eval(ctx) -> summary   (ctx: engines.context.StageContext)
     needs_ray(kind, spec, runtime) -> bool                    whether its job needs a Ray cluster
 
+and optionally `driver_cpus(kind, spec, runtime) -> int`: CPUs of a multi-node job's head that
+the stage's own process keeps out of the job's Ray cluster (without it: 1, the head's trainer).
+
 plus one line in ENGINES.
 """
 

@@ -22,6 +22,12 @@ def needs_ray(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
     return kind == "rl" and int(runtime["rollout_workers"]) > 0
 
 
+def driver_cpus(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> int:
+    """The trainer computes in the stage's own process on the head: one of the head's CPUs stays
+    out of Ray, so rollout workers go to the other nodes first."""
+    return 1
+
+
 def run_sft(ctx) -> dict[str, Any]:
     from .sft import run_sft as _run
 
@@ -40,4 +46,4 @@ def run_eval(ctx) -> dict[str, Any]:
     return _run(ctx)
 
 
-__all__ = ["needs_ray", "run_sft", "run_grpo", "run_eval"]
+__all__ = ["needs_ray", "driver_cpus", "run_sft", "run_grpo", "run_eval"]

@@ -27,13 +27,22 @@ from . import overrides as O
 from .launch import allocation, ppo_command, sft_command
 from .metrics import latest_checkpoint_step
 
-__all__ = ["needs_ray", "run_sft", "run_grpo", "run_eval", "command_for", "stage_command", "dry_run_commands",
+__all__ = ["needs_ray", "driver_cpus", "run_sft", "run_grpo", "run_eval", "command_for", "stage_command", "dry_run_commands",
            "planned_inputs", "eval_runs"]
 
 
 def needs_ray(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
     """GRPO and eval run verl's main_ppo, a Ray driver; SFT runs under torchrun."""
     return kind in ("rl", "eval")
+
+
+def driver_cpus(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> int:
+    """None: the stage's process and verl's driver only wait on verl's Ray actors (the trainer,
+    the rollout servers), which need the head's CPUs too. On verl's CPU platform a verl device is
+    one Ray CPU: a head that kept its CPU out of Ray would leave an N-node job N-1 workers' room
+    for verl's N (trainer.nnodes) placement groups ("verl on CPU: 2 worker CPUs wanted, the Ray
+    cluster has 1 free"), or, with CPUs to spare, let Ray pack them onto one node."""
+    return 0
 
 
 # ---------------------------------------------------------------------------- commands
@@ -74,8 +83,10 @@ def stage_command(spec: dict[str, Any], runtime: dict[str, Any] | None, stage_di
         env.update(cpu_env(vcfg))
     if spec["kind"] == "sft":
         env["VERL_FILE_LOGGER_PATH"] = log_file
-        cmd = sft_command(ovr, nnodes=nnodes, gpus_per_node=gpus_per_node, python=py,
-                          port=int(vcfg["sft_port"]), env=env)
+        # inside a multi-node job, the rendezvous port the Ray bootstrap reserved for it on the
+        # head (R360_RDZV_PORT, from the job's port slot): two jobs sharing a node never collide
+        port = os.environ.get("R360_RDZV_PORT") or vcfg["sft_port"]
+        cmd = sft_command(ovr, nnodes=nnodes, gpus_per_node=gpus_per_node, python=py, port=int(port), env=env)
     else:
         if os.environ.get("RAY_ADDRESS"):
             env["RAY_ADDRESS"] = os.environ["RAY_ADDRESS"]

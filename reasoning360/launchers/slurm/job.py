@@ -145,7 +145,7 @@ def run_task(doc: dict, tid: int) -> int:
                              num_cpus=int(os.environ.get("SLURM_CPUS_PER_TASK") or doc.get("cpus") or 1),
                              num_gpus=int(doc.get("gpus") or 0), interface=doc.get("network_interface"),
                              join_timeout_s=float(doc.get("ray_join_timeout_s") or 180),
-                             driver_cpus=1)     # the stage runs on the head, outside Ray
+                             driver_cpus=int(doc["driver_cpus"]))   # the stage's own process, on the head
     if rank > 0:
         if cluster is None:
             return 0

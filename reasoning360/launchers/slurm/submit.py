@@ -53,6 +53,17 @@ def stage_needs_ray(c: dict, kind: str, spec: dict, runtime: dict, res: Resource
     return res.nodes > 1 or stages.get(kind).needs_ray(spec, runtime)
 
 
+def stage_driver_cpus(spec: dict, runtime: dict) -> int:
+    """CPUs of a multi-node job's head kept out of its Ray cluster for the stage's own process:
+    the engine's answer (its optional `driver_cpus`, see reasoning360.engines); else 1."""
+    if "engine" not in spec:          # data, traces, distill: no engine, one node
+        return 1
+    from reasoning360.engines import get_engine
+
+    hook = getattr(get_engine(spec["engine"]), "driver_cpus", None)
+    return 1 if hook is None else int(hook(spec["kind"], spec, runtime))
+
+
 SKIPPED_WITHOUT_SLURM = ("that each partition exists and is UP, time limits against its MaxTime, nodes, "
                          "CPUs, GPUs, memory and features against its nodes, MaxArraySize (1001 assumed)")
 
@@ -237,6 +248,7 @@ def array_file_doc(c: dict, store: Store, sweep_dir: Path, arr: arrays_mod.Array
             "role": arr.role, "kind": arr.kind, "offset": arr.offset,
             "tasks": {str(t): s for t, s in sorted(arr.tasks.items())},
             "ray": any_ray, "ray_join_timeout_s": float(la["ray_join_timeout_s"]),
+            "driver_cpus": max(stage_driver_cpus(*specs[s]) for s in arr.tasks.values()),
             "gpus": arr.resources.gpus, "cpus": arr.resources.cpus,
             "preempt_grace_s": float(la["preempt_grace_s"]),
             "max_requeue": int(la["max_requeue"]),
