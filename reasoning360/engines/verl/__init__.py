@@ -37,7 +37,7 @@ def needs_ray(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> bool:
 
 
 def driver_cpus(kind: str, spec: dict[str, Any], runtime: dict[str, Any]) -> int:
-    """None: the stage's process and verl's driver only wait on verl's Ray actors (the trainer,
+    """0: the stage's process and verl's driver only wait on verl's Ray actors (the trainer,
     the rollout servers), which need the head's CPUs too. On verl's CPU platform a verl device is
     one Ray CPU: a head that kept its CPU out of Ray would leave an N-node job N-1 workers' room
     for verl's N (trainer.nnodes) placement groups ("verl on CPU: 2 worker CPUs wanted, the Ray
