@@ -111,9 +111,11 @@ def test_verl_fsdp_trains_the_tiny_model_end_to_end_with_a_resume(tmp_path):
     for r in rows:
         assert {"reward_mean", "pg_loss", "entropy", "grad_norm", "accuracy", "format_rate"} <= set(r)
         assert r["verl/training/rollout_probs_diff_mean"] < 0.05   # vLLM's log-probs ~ the actor's
-    # verl prunes as it saves (keep 1), but only what the same run saved: the resumed run's older ones
-    assert (rl_dir / "checkpoints" / "global_step_3").is_dir()
-    assert not any((rl_dir / "checkpoints" / f"global_step_{n}").exists() for n in range(rl["resumed_from"] + 1, 3))
+    # verl prunes as it saves (keep 1), but only what the same run saved: the resumed run's older
+    # ones lose their model and optimizer (actor/); verl leaves the driver's data.pt beside it
+    assert (rl_dir / "checkpoints" / "global_step_3" / "actor").is_dir()
+    assert not any((rl_dir / "checkpoints" / f"global_step_{n}" / "actor").exists()
+                   for n in range(rl["resumed_from"] + 1, 3))
     AutoModelForCausalLM.from_pretrained(str(rl_dir / "model"))
     AutoModelForCausalLM.from_pretrained(str(rl_dir / "models" / "step_00000001"))   # rl.eval_steps, via verl's hook
     ev2 = run_stage(store, ids["rl_eval"], show_progress=False)
