@@ -212,6 +212,19 @@ def sweep_cmd(root: Path, *overrides: str, env: dict | None = None, timeout: flo
                           capture_output=True, text=True, timeout=timeout)
 
 
+def snapshot_or_raise(sweep: Path):
+    """`r360 status` of a sweep; AssertionError with the status and the first failed stage's log
+    when a stage failed (a wait then ends at once, saying why)."""
+    from reasoning360.launchers import status
+
+    s = status.snapshot(sweep)
+    bad = [r for r in s.rows if r.state == "failed"]
+    if bad:
+        raise AssertionError(status.plain(s) + r360("logs", str(sweep), bad[0].point, "--stage",
+                                                    bad[0].role).stdout[-4000:])
+    return s
+
+
 def r360(*args: str, root: Path | None = None, timeout: float = 120):
     e = {**os.environ, "COLUMNS": "200"}
     if root is not None:

@@ -16,7 +16,7 @@ import importlib.util
 import json
 
 import pytest
-from slurm_cluster import cancel_sweep, r360, sweep_cmd, wait_for
+from slurm_cluster import cancel_sweep, snapshot_or_raise, sweep_cmd, wait_for
 from test_verl_cpu_e2e import SIZES
 from test_verl_support import HAVE_VERL
 
@@ -28,7 +28,6 @@ pytestmark = [
 
 
 def test_verl_point_through_slurm_with_usr2_requeue_and_resume(slurm_cluster, tmp_path):
-    from reasoning360.launchers import status
     from reasoning360.launchers.slurm import query as slurm_query
     from reasoning360.launchers.slurm.jobs import JobsFile
     from reasoning360.sweep import sweepdir
@@ -46,12 +45,7 @@ def test_verl_point_through_slurm_with_usr2_requeue_and_resume(slurm_cluster, tm
         rl = store.stage(sid)
 
         def failed():
-            s = status.snapshot(sweep)
-            bad = [r for r in s.rows if r.state == "failed"]
-            if bad:
-                raise AssertionError(status.plain(s) + r360("logs", str(sweep), bad[0].point, "--stage",
-                                                            bad[0].role).stdout[-4000:])
-            return s
+            return snapshot_or_raise(sweep)
 
         def rl_step_logged():
             failed()

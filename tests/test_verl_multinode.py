@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from slurm_cluster import cancel_sweep, r360, sweep_cmd, wait_for
+from slurm_cluster import cancel_sweep, snapshot_or_raise, sweep_cmd, wait_for
 from test_multinode import FABRIC, assert_clean, job_nodes
 from test_verl_cpu_e2e import SIZES
 from test_verl_support import HAVE_VERL
@@ -50,7 +50,6 @@ def _steps(vc, ref: str) -> list[list[str]]:
 
 
 def test_verl_sft_and_grpo_each_over_two_nodes(virtual_cluster, tmp_path, monkeypatch):
-    from reasoning360.launchers import status
     from reasoning360.sweep import sweepdir
 
     vc = virtual_cluster
@@ -63,11 +62,7 @@ def test_verl_sft_and_grpo_each_over_two_nodes(virtual_cluster, tmp_path, monkey
         plan, _, _ = sweepdir.load(sweep)
 
         def all_done():
-            s = status.snapshot(sweep)
-            bad = [r for r in s.rows if r.state == "failed"]
-            if bad:
-                raise AssertionError(status.plain(s) + r360("logs", str(sweep), bad[0].point, "--stage",
-                                                            bad[0].role).stdout[-4000:])
+            s = snapshot_or_raise(sweep)
             return s if s.counts == {"done": len(plan.stages)} else None
 
         wait_for(all_done, 1500, 3, "every stage of the verl point on the virtual cluster")
