@@ -29,10 +29,28 @@ from reasoning360.sweep import runner  # noqa: E402
 
 def _preload() -> None:
     """Import every stage kind's code and the local engine's modules (not verl's: a machine
-    without verl runs the local engine without it)."""
+    without verl runs the local engine without it), and what they import lazily inside their
+    functions: transformers resolves its classes on first attribute access (the model classes,
+    the LR schedules, the fast tokenizer pull in torch._dynamo, accelerate, peft: ~5 CPU-s) and
+    the tasks load reasoning-gym; without these every stage paid them again. Not pandas or
+    pyarrow: pyarrow starts jemalloc's background thread, and the server forks, so it starts none."""
     for kind in stages.kinds():
         kind.runner()
     from reasoning360.engines.local import evaluate, grpo, sft  # noqa: F401
+    import safetensors.torch  # noqa: F401
+    import transformers
+    from transformers.models.llama import modeling_llama  # noqa: F401
+    from transformers.models.qwen2 import modeling_qwen2  # noqa: F401
+    from transformers.utils import logging  # noqa: F401
+
+    for name in ("AutoModelForCausalLM", "AutoTokenizer", "PreTrainedTokenizerFast", "LlamaConfig", "Qwen2Config",
+                 "get_constant_schedule_with_warmup", "get_cosine_schedule_with_warmup",
+                 "get_linear_schedule_with_warmup"):
+        getattr(transformers, name)
+    from reasoning360 import tasks
+
+    for name in tasks.TASKS:      # each task's module and the reasoning-gym code behind it
+        tasks.get_task(name)
 
 
 _preload()
