@@ -50,7 +50,10 @@ def _preload() -> None:
     from reasoning360 import tasks
 
     for name in tasks.TASKS:      # each task's module and the reasoning-gym code behind it
-        tasks.get_task(name)
+        try:
+            tasks.get_task(name)
+        except Exception:         # noqa: BLE001  (a stage of that task reports it, in its own log)
+            pass
 
 
 _preload()
