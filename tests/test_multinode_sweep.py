@@ -101,7 +101,8 @@ def test_smoke_sweep_over_three_nodes_matches_the_local_launcher(virtual_cluster
         row = next(r for r in status.snapshot(sweep).rows if r.stage_id == sft0)
         assert (row.state, row.job) == ("done", sft_ref)
         assert slurm_query.sacct([sft_ref.split("_")[0]])[sft_ref].state == "COMPLETED"
-        assert "USR2" in _log(sweep, sft_ref) and "requeued" in _log(sweep, sft_ref)
+        sft_log = _log(sweep, sft_ref)
+        assert "USR2" in sft_log and "requeued" in sft_log
         sft_steps = [m["step"] for m in _metrics(store.stage(sft0).path / "metrics.jsonl")]
         assert sft_steps == list(range(1, 61))         # contiguous across the requeue, no step twice
 
