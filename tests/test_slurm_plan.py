@@ -274,6 +274,52 @@ def test_status_from_directories_and_slurm(tmp_path, monkeypatch):
     assert by[(plan.points[0].name, "rl")].state == "failed"
 
 
+def test_a_job_pending_on_an_ended_upstream_is_replaced(tmp_path, monkeypatch):
+    """Slurm marks a job whose afterok upstream failed DependencyNeverSatisfied only at its next
+    dependency check (seconds later; never for a dependent of that dependent): until then it
+    says `Dependency`. A resubmission in that window replaces it instead of waiting for it, and
+    `r360 status` shows it failed, down the chain, while a job pending on a running upstream
+    stays queued."""
+    c, plan, store, sweep_dir = build(tmp_path, "+grid=smoke")
+    main.record(c, plan, store, sweep_dir)
+    p0, p1 = plan.points[0].stages, plan.points[1].stages
+    for role in ("data", "base", "traces"):
+        for pp in (p0, p1):
+            store.stage(pp[role]).mark_done({"wall_s": 1.0})
+    store.stage(p0["sft"]).mark_failed("RuntimeError: boom\n")
+    JobsFile(sweep_dir).add([{"name": n, "job_id": j, "role": n, "kind": n, "tasks": {"0": p0[n], "1": p1[n]}}
+                             for n, j in (("sft", "12"), ("rl", "19"), ("rl_eval", "23"))], None)
+    pending = {"job_state": "PENDING", "state_reason": "Dependency", "start_time": 0, "end_time": 0}
+    queue = {"jobs": [   # sft 12_0 has ended (failed: no DONE); 12_1 runs; their dependents wait
+        {"job_id": 13, "array_job_id": 12, "array_task_id": 1, "job_state": "RUNNING", "state_reason": "None",
+         "start_time": 5, "end_time": 0},
+        {"job_id": 19, "array_job_id": 19, "array_task_id": None, "array_task_string": "0-1", **pending},
+        {"job_id": 23, "array_job_id": 23, "array_task_id": None, "array_task_string": "0-1", **pending}]}
+
+    def fake_run(argv, timeout=60, check=True):
+        if argv[0] == "squeue":
+            return json.dumps(queue)
+        if argv[0] == "sacct":
+            return json.dumps({"jobs": []})
+        raise slurm_query.SlurmError(f"{argv[0]}: no controller in this test")
+
+    monkeypatch.setattr(slurm_query, "run", fake_run)
+    monkeypatch.setattr(slurm_query, "available", lambda: True)
+    assert arrays.never_start(plan, {p0["rl"], p0["rl_eval"], p1["rl"]}, {p0["sft"]}) == {p0["rl"], p0["rl_eval"]}
+    assert arrays.never_start(plan, {p0["rl_eval"]}, set()) == set()
+    by = {(r.point, r.role): r for r in status.snapshot(sweep_dir).rows}
+    assert [by[(plan.points[0].name, r)].label for r in ("rl", "rl_eval")] == [f"failed ({status.NEVER})"] * 2
+    assert [by[(plan.points[1].name, r)].state for r in ("sft", "rl", "rl_eval")] == ["running", "pending", "pending"]
+
+    con = Console(record=True, width=200)
+    assert submit.launch(c, plan, store, sweep_dir, con, mode="dry_run") == 0
+    table = {cells[0]: cells[1:] for line in con.export_text().splitlines()
+             if len(cells := line.strip("│ ").split(" │ ")) == 5 and cells[0].strip() in ("sft", "rl", "rl_eval")}
+    # unique, done, queued, to submit: point 0's sft, rl and rl_eval again; point 1's waited for
+    assert {k.strip(): [int(v) for v in vs] for k, vs in table.items()} == {
+        "sft": [2, 0, 1, 1], "rl": [2, 0, 1, 1], "rl_eval": [2, 0, 1, 1]}, con.export_text()
+
+
 def test_render_without_slurm(tmp_path, monkeypatch):
     monkeypatch.setattr(slurm_query, "available", lambda: False)
     c, plan, store, sweep_dir = build(tmp_path, "+grid=smoke")

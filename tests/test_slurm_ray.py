@@ -70,15 +70,27 @@ print("LEFT:", sorted(cluster_pids(rc.temp_dir)))
 
 def test_two_ranks_form_one_cluster_and_leave_nothing(tmp_path):
     """Rank 0 starts the head and waits for rank 1 (here: a second raylet on this host) to
-    join; when rank 0 is done it releases rank 1; both stop their Ray by PID."""
+    join; when rank 0 is done it releases rank 1; both stop their Ray by PID. Rank 1 gets its
+    SIGTERM while it tears down (scancel signals each rank's step on its own, often after the
+    head has released the others): the teardown still runs to its end."""
     import tempfile
 
     short = tempfile.mkdtemp(prefix="r360t-", dir="/tmp")
     code = """
-import sys
+import os, signal, sys
 from pathlib import Path
+from reasoning360.ray import bootstrap
 from reasoning360.ray.bootstrap import RayCluster, cluster_pids
 rank = int(sys.argv[1])
+if rank == 1:
+    def term(signum, frame):          # as the job and the probe turn scancel's TERM
+        raise KeyboardInterrupt("SIGTERM")
+    signal.signal(signal.SIGTERM, term)
+    disconnect = bootstrap._shutdown_driver
+    def disconnect_then_term():       # the teardown's first step, in its own thread
+        os.kill(os.getpid(), signal.SIGTERM)
+        disconnect()
+    bootstrap._shutdown_driver = disconnect_then_term
 rc = RayCluster(key=f"two-{rank}", rank=rank, hosts=["node-a", "node-b"], shared_dir=Path(sys.argv[2]),
                 num_cpus=1, join_timeout_s=120)
 with rc:
@@ -97,7 +109,7 @@ print("LEFT", sorted(cluster_pids(rc.temp_dir)), flush=True)
                           text=True, timeout=240)
     out, _ = worker.communicate(timeout=60)
     assert "NODES 2" in head.stdout and "LEFT []" in head.stdout, head.stdout + head.stderr
-    assert "RELEASED" in out and "LEFT []" in out, out
+    assert "RELEASED" in out and "LEFT []" in out and "Ray stopped on" in out, out
     import shutil
 
     shutil.rmtree(short, ignore_errors=True)

@@ -142,16 +142,12 @@ def doomed(plan: Any, rows: dict[str, Row]) -> None:
     pending on one of *those* waits on `Dependency` forever. So a stage pending on a dependency
     whose upstream stage failed (or was interrupted: nothing will resume it) is failed too, down
     the whole chain."""
-    changed = True
-    while changed:
-        changed = False
-        for sid, r in rows.items():
-            if r.state != "pending" or not r.reason.startswith("Dependency"):
-                continue
-            ups = [rows.get(d) for d in plan.stages[sid].deps.values()]
-            if any(u is not None and u.state in ("failed", "interrupted") for u in ups):
-                r.state, r.reason = "failed", NEVER
-                changed = True
+    from .slurm.arrays import never_start
+
+    waiting = {sid for sid, r in rows.items() if r.state == "pending" and r.reason.startswith("Dependency")}
+    dead = {sid for sid, r in rows.items() if r.state in ("failed", "interrupted")}
+    for sid in never_start(plan, waiting, dead):
+        rows[sid].state, rows[sid].reason = "failed", NEVER
 
 
 def _live_states() -> set[str]:

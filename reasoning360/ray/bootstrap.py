@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 from reasoning360.ray import network, watchdog
@@ -568,6 +569,10 @@ class RayCluster:
         if self._stopped:
             return
         self._stopped = True
+        with _uninterrupted():
+            self._stop()
+
+    def _stop(self) -> None:
         if self.rank == 0:
             self.release()
         if self._client is not None:
@@ -598,6 +603,26 @@ class RayCluster:
             self.slot.release()
         if self.rank == 0:
             (self.shared / "auth_token").unlink(missing_ok=True)
+
+
+@contextmanager
+def _uninterrupted():
+    """Teardown runs to its end. scancel signals every rank's step separately (and srun forwards
+    the TERM again), so a rank the head has already released is often tearing down when its own
+    TERM arrives: raised as KeyboardInterrupt there, it would abort the teardown half-way (this
+    node's Ray left to the reaper, the log without its last line). TERM, INT (the USR2 grace
+    period's interrupt) and USR1 (the watchdog's verdict) are ignored meanwhile: the job is
+    ending either way, and Slurm's KillWait is the bound."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            if handler is not None:
+                signal.signal(s, handler)
 
 
 def _ignore_preemption_signal() -> None:

@@ -80,6 +80,22 @@ class Array:
         return "; ".join(parts) or "-"
 
 
+def never_start(plan: Plan, waiting: set[str], dead: set[str]) -> set[str]:
+    """The stages of `waiting` (jobs pending on a dependency) that can never start: one of their
+    upstream stages is `dead` (ended without DONE, or has no job), or is itself such a stage.
+    Every dependency is afterok/aftercorr, and Slurm says DependencyNeverSatisfied only for
+    the direct dependents of a failed job, and only at its next dependency check."""
+    out: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for sid in waiting - out:
+            if any(d in dead or d in out for d in plan.stages[sid].deps.values()):
+                out.add(sid)
+                changed = True
+    return out
+
+
 def compress(ids: list[int]) -> str:
     """[0,1,2,5,7,8] -> "0-2,5,7-8"."""
     out, i = [], 0

@@ -156,6 +156,12 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
                 console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
                 return 2
             live, stuck, q = {}, [], {}     # no controller answers: the dry run shows the whole plan
+        # a job still pending on an upstream stage that ended without DONE will never start,
+        # though Slurm may not say so yet: it is replaced, not waited for
+        waiting = {sid for sid, ref in live.items()
+                   if q[ref].state == "PENDING" and q[ref].reason.startswith("Dependency")}
+        for sid in arrays_mod.never_start(plan, waiting, set(plan.stages) - done - set(live)):
+            stuck.append(live.pop(sid))
         todo = {sid for sid in plan.stages if sid not in done and sid not in live}
         if only is not None:
             todo &= set(only)
