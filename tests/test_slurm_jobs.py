@@ -40,17 +40,23 @@ def test_aftercorr_semantics(slurm_cluster, tmp_path):
                              capture_output=True, text=True, check=True).stdout
         return out.strip().split(";")[0]
 
-    a = sb("--array=0,2", "--wrap", "sleep $((1 + 3 * SLURM_ARRAY_TASK_ID))")
+    # task 2 of A runs until the test lets it end: no timing window to miss on a loaded machine
+    gate = tmp_path / "release-a2"
+    a = sb("--array=0,2", "--wrap", f"[ $SLURM_ARRAY_TASK_ID = 0 ] || until [ -e {gate} ]; do sleep 0.2; done")
     b = sb("--array=0-2", f"--dependency=aftercorr:{a}", "--wrap", "true")
     try:
-        def finished():
+        def done(*keys):
             acct = slurm_query.sacct([a, b])
-            keys = [f"{a}_0", f"{a}_2", f"{b}_0", f"{b}_1", f"{b}_2"]
-            return acct if all(k in acct and acct[k].state == "COMPLETED" and acct[k].start
-                               for k in keys) else None
-        acct = wait_for(finished, 240, what="the two arrays")
-        assert acct[f"{b}_0"].start < acct[f"{a}_2"].end          # corresponding task only
-        assert acct[f"{b}_1"].start >= acct[f"{a}_2"].end         # no task 1 upstream: waits for all
+            return acct if all(k in acct and acct[k].state == "COMPLETED" and acct[k].start for k in keys) else None
+        # the corresponding task only: B_0 runs while A_2 is still running
+        acct = wait_for(lambda: done(f"{a}_0", f"{b}_0"), 120, what="task 0 of both arrays")
+        assert acct[f"{a}_2"].state == "RUNNING", acct
+        time.sleep(3)                          # no task 1 upstream: B_1 waits for the whole of A
+        q = slurm_query.squeue([b])
+        assert q[f"{b}_1"].state == "PENDING" and q[f"{b}_1"].reason == "Dependency", q
+        gate.touch()
+        acct = wait_for(lambda: done(f"{a}_2", f"{b}_1", f"{b}_2"), 120, what="the rest of both arrays")
+        assert acct[f"{b}_1"].start >= acct[f"{a}_2"].end
     finally:
         slurm_query.scancel([a, b])
 
