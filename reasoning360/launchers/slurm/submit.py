@@ -99,17 +99,19 @@ def check_resources(c: dict, plan: Plan, need_slurm: bool, sweep_dir: Path | Non
 
 
 
-def queue_state(jobs: JobsFile, store: Store, candidates: set[str]
+def queue_state(jobs: JobsFile, store: Store, plan: Plan, done: set[str]
                 ) -> tuple[dict[str, str], list[str], dict[str, slurm_query.TaskState]]:
     """(stage id -> live job ref, stuck job refs, squeue snapshot) from at most one squeue call.
 
     Live jobs are this sweep's (jobs.json) and, for content-addressed stages shared with other
     sweeps, whatever job the stage's marker names: a stage another sweep has queued is waited
-    for, not submitted twice."""
+    for, not submitted twice. Stuck: a job that will never start (DependencyNeverSatisfied, or
+    still pending on an upstream stage that ended without DONE, which Slurm may not say yet):
+    it is replaced, not waited for."""
     if not slurm_query.available():
         return {}, [], {}
     refs = {sid: r[-1][0] for sid, r in jobs.stage_refs().items()}
-    for sid in candidates:
+    for sid in set(plan.stages) - done:
         if sid not in refs:
             ref = store.stage(sid).job_ref()
             if ref:
@@ -127,6 +129,10 @@ def queue_state(jobs: JobsFile, store: Store, candidates: set[str]
             stuck.append(ref)
         else:
             live[sid] = ref
+    waiting = {sid for sid, ref in live.items()
+               if q[ref].state == "PENDING" and q[ref].reason.startswith("Dependency")}
+    for sid in arrays_mod.never_start(plan, waiting, set(plan.stages) - done - set(live)):
+        stuck.append(live.pop(sid))
     return live, stuck, q
 
 
@@ -150,18 +156,12 @@ def launch(c: dict[str, Any], plan: Plan, store: Store, sweep_dir: Path, console
     with (locked(sweep_dir) if mode == "launch" else _nullctx()):
         done = {sid for sid in plan.stages if store.stage(sid).is_done()}
         try:
-            live, stuck, q = queue_state(jobs, store, set(plan.stages) - done)
+            live, stuck, q = queue_state(jobs, store, plan, done)
         except slurm_query.SlurmError as e:
             if mode == "launch":
                 console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
                 return 2
             live, stuck, q = {}, [], {}     # no controller answers: the dry run shows the whole plan
-        # a job still pending on an upstream stage that ended without DONE will never start,
-        # though Slurm may not say so yet: it is replaced, not waited for
-        waiting = {sid for sid, ref in live.items()
-                   if q[ref].state == "PENDING" and q[ref].reason.startswith("Dependency")}
-        for sid in arrays_mod.never_start(plan, waiting, set(plan.stages) - done - set(live)):
-            stuck.append(live.pop(sid))
         todo = {sid for sid in plan.stages if sid not in done and sid not in live}
         if only is not None:
             todo &= set(only)
