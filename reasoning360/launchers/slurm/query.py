@@ -247,9 +247,8 @@ def squeue(array_job_ids: Iterable[str] | None = None) -> dict[str, TaskState]:
         return out
     data = json.loads(run(["squeue", "--json"]) or "{}")
     for j in data.get("jobs", []):
-        arr = str(j.get("array_job_id") or 0)
-        if arr == "0":
-            arr = str(j["job_id"])
+        is_array = str(j.get("array_job_id") or 0) != "0"     # Slurm's 0 (or none): not an array
+        arr = str(j["array_job_id"]) if is_array else str(j["job_id"])
         if wanted is not None and arr not in wanted:
             continue
         common = dict(state=_first_state(j.get("job_state")), reason=str(j.get("state_reason") or ""),
@@ -263,7 +262,6 @@ def squeue(array_job_ids: Iterable[str] | None = None) -> dict[str, TaskState]:
                 ts = TaskState(arr, t, f"{arr}_{t}", **common)
                 out[ts.ref] = ts
         else:
-            is_array = str(j.get("array_job_id") or 0) != "0"
             ts = TaskState(arr, int(tid) if is_array and tid is not None else None, str(j["job_id"]), **common)
             out[ts.ref] = ts
     return out
